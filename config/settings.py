@@ -1,0 +1,240 @@
+"""Settings models and the layered loader.
+
+Every setting has a default, a type and a one-line description (the `description` of its
+field, shown by `config show`). Unknown keys and bad values are reported with the file (or
+environment variable) and the dotted key name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from utils.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+DEFAULT_FILES = (CONFIG_DIR / "development.yaml", CONFIG_DIR / "local.yaml")
+ENV_PREFIX = "RDP_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        "sqlite:///data/warehouse.db",
+        description="SQLAlchemy URL of the warehouse; a relative SQLite path is relative to the project folder",
+    )
+    pool_size: int = Field(5, ge=1, le=200, description="connections kept open in the pool (PostgreSQL)")
+    max_overflow: int = Field(10, ge=0, le=500, description="extra connections allowed above pool_size (PostgreSQL)")
+    pool_timeout_s: float = Field(30.0, gt=0, description="seconds to wait for a free pooled connection")
+    pool_pre_ping: bool = Field(True, description="test a pooled connection before using it")
+    connect_timeout_s: int = Field(10, ge=1, description="seconds to wait when opening a connection")
+    lock_timeout_s: float = Field(600.0, ge=0, description="seconds a second ETL run waits for the warehouse lock before failing")
+    sqlite_busy_timeout_s: float = Field(30.0, ge=0, description="seconds SQLite waits on a locked database file")
+
+
+class EtlSettings(_Section):
+    chunk_size: int = Field(100_000, ge=100, le=5_000_000, description="rows read and cleaned per chunk")
+    encoding: Literal["auto", "utf-8", "cp1252", "latin-1"] = Field(
+        "auto", description="source text encoding; auto tries UTF-8, then Windows-1252, then Latin-1"
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="field separator of CSV sources")
+    date_formats: list[str] = Field(
+        default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%m/%d/%Y %H:%M"],
+        min_length=1,
+        description="InvoiceDate formats tried in order (strptime codes)",
+    )
+
+
+class RuleSettings(_Section):
+    required_fields: list[str] = Field(
+        default_factory=lambda: ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country"],
+        description="columns that must be present and non-empty in every row",
+    )
+    reject_zero_quantity: bool = Field(True, description="quarantine rows whose Quantity is 0")
+    reject_non_positive_price: bool = Field(True, description="quarantine rows whose UnitPrice is 0 or negative")
+    price_exempt_invoice_prefixes: list[str] = Field(
+        default_factory=lambda: ["A"], description="invoice prefixes exempt from the price rule (bad-debt adjustments)"
+    )
+    price_exempt_stock_codes: list[str] = Field(default_factory=lambda: ["B"], description="stock codes exempt from the price rule")
+    reject_duplicates: bool = Field(True, description="quarantine rows that repeat an earlier row of the same source in all eight fields")
+    max_abs_quantity: int = Field(1_000_000, ge=1, description="|Quantity| above this is quarantined as out of range")
+    max_unit_price: float = Field(1_000_000.0, gt=0, description="|UnitPrice| above this is quarantined as out of range")
+    min_date: str = Field("1990-01-01", description="transactions before this date are quarantined as out of range")
+    max_future_days: int = Field(1, ge=0, description="transactions more than this many days in the future are quarantined")
+
+    @field_validator("required_fields")
+    @classmethod
+    def _known_columns(cls, value: list[str]) -> list[str]:
+        from etl.columns import SOURCE_COLUMNS
+
+        unknown = [v for v in value if v not in SOURCE_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; choose from {list(SOURCE_COLUMNS)}")
+        return value
+
+
+class ProductSettings(_Section):
+    non_merchandise_codes: dict[str, str] = Field(
+        default_factory=lambda: {
+            "POST": "postage",
+            "DOT": "postage",
+            "C2": "postage",
+            "M": "adjustment",
+            "D": "adjustment",
+            "S": "adjustment",
+            "B": "adjustment",
+            "ADJUST": "adjustment",
+            "ADJUST2": "adjustment",
+            "BANK CHARGES": "fee",
+            "AMAZONFEE": "fee",
+            "PADS": "fee",
+            "CRUK": "charity",
+        },
+        description="stock codes (upper case) that are not goods, with their category",
+    )
+    non_merchandise_prefixes: dict[str, str] = Field(
+        default_factory=lambda: {"GIFT_": "voucher", "DCGS": "other"},
+        description="stock-code prefixes (upper case) that are not goods, with their category",
+    )
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="console log level")
+    file: str = Field("logs/rdp.log", description="JSON-lines log file (relative to the project folder); empty to disable")
+
+
+class Settings(_Section):
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    etl: EtlSettings = Field(default_factory=EtlSettings)
+    rules: RuleSettings = Field(default_factory=RuleSettings)
+    products: ProductSettings = Field(default_factory=ProductSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    def resolve_path(self, value: str) -> Path:
+        """A path setting made absolute against the project folder."""
+        path = Path(value)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _dotted_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _dotted_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, _dotted_keys(Settings), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse one YAML settings file; a missing, unreadable or non-mapping file is a ConfigError."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; check the --config path")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; save it as UTF-8 YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (database:, etl:, ...), got {type(data).__name__}")
+    validate_layer(data, str(path))
+    return data
+
+
+def _env_layer(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Settings from RDP_SECTION__KEY variables (plus the RDP_DATABASE_URL shortcut)."""
+    layer: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "RDP_CONFIG":
+            continue
+        if name == "RDP_DATABASE_URL":
+            dotted = "database.url"
+            value: Any = raw
+        elif "__" in name:
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            value = raw if dotted == "database.url" else yaml.safe_load(raw) if raw.strip() else raw
+        else:
+            continue
+        section, _, key = dotted.partition(".")
+        layer.setdefault(section, {})[key] = value
+        origins[dotted] = f"environment variable {name}"
+    return layer, origins
+
+
+def validate_layer(data: dict[str, Any], origin: str) -> None:
+    """Check one layer for unknown keys and bad values, naming `origin` and the key."""
+    try:
+        Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'{_suggest(key)}")
+        else:
+            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return f"{origin}: " + "; ".join(problems)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    default_files: tuple[Path, ...] = DEFAULT_FILES,
+) -> Settings:
+    """Build the effective settings from every layer, later layers winning."""
+    environ = dict(os.environ) if environ is None else environ
+    merged: dict[str, Any] = {}
+    files = [p for p in default_files if p.exists()]
+    extra = config_file or (Path(environ["RDP_CONFIG"]) if environ.get("RDP_CONFIG") else None)
+    if extra is not None:
+        files.append(extra)
+    for path in files:
+        merged = _deep_merge(merged, read_config_file(path))
+    env_layer, origins = _env_layer(environ)
+    for dotted, origin in origins.items():
+        section, _, key = dotted.partition(".")
+        validate_layer({section: {key: env_layer[section][key]}}, origin)
+    merged = _deep_merge(merged, env_layer)
+    merged = _deep_merge(merged, overrides or {})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "command-line options")) from None

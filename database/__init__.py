@@ -1,0 +1,1 @@
+"""Engine and pool, ORM models of every table, schema set-up, dialect-specific helpers."""

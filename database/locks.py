@@ -1,0 +1,87 @@
+"""The warehouse write lock: one ETL (or rollback, or replay) at a time per warehouse.
+
+PostgreSQL: a session-level advisory lock, so it also holds across machines. SQLite: an
+exclusive `flock` on a file beside the database. Both are released by the OS or server when
+the holding process dies, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from utils.errors import TransientDatabaseError
+
+WAREHOUSE_LOCK_ID = 0x5244_5001  # "RDP" + 1: the ETL write lock
+_POLL_S = 0.25
+
+
+@contextmanager
+def warehouse_lock(
+    engine: Engine, timeout_s: float, on_wait: Callable[[], None] | None = None, lock_id: int = WAREHOUSE_LOCK_ID
+) -> Iterator[None]:
+    """Hold the warehouse write lock; wait up to `timeout_s`, calling `on_wait` once if blocked."""
+    if engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, timeout_s, on_wait, lock_id):
+            yield
+    else:
+        with _file_lock(Path(f"{engine.url.database}.{lock_id:x}.lock"), timeout_s, on_wait):
+            yield
+
+
+def _wait_loop(try_once: Callable[[], bool], timeout_s: float, on_wait: Callable[[], None] | None, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    warned = False
+    while not try_once():
+        if time.monotonic() >= deadline:
+            raise TransientDatabaseError(
+                f"another run holds the warehouse lock ({what}) and did not finish within {timeout_s:g} s; "
+                "try again later or raise database.lock_timeout_s"
+            )
+        if not warned and on_wait is not None:
+            on_wait()
+            warned = True
+        time.sleep(_POLL_S)
+
+
+@contextmanager
+def _advisory_lock(engine: Engine, timeout_s: float, on_wait: Callable[[], None] | None, lock_id: int) -> Iterator[None]:
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+
+        def attempt() -> bool:
+            return bool(conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": lock_id}).scalar_one())
+
+        _wait_loop(attempt, timeout_s, on_wait, "PostgreSQL advisory lock")
+        try:
+            yield
+        finally:
+            conn.execute(text("select pg_advisory_unlock(:k)"), {"k": lock_id})
+
+
+@contextmanager
+def _file_lock(path: Path, timeout_s: float, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+
+        def attempt() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+        _wait_loop(attempt, timeout_s, on_wait, f"lock file {path}")
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

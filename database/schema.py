@@ -1,0 +1,89 @@
+"""Schema set-up (idempotent) and health checks of the warehouse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from database.errors import describe
+from database.models import UNKNOWN_CUSTOMER_KEY, Base, DimCustomer
+from utils.urls import mask_url
+
+UNKNOWN_SINCE = datetime(1900, 1, 1)
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """What `setup` did."""
+
+    created_tables: list[str]
+    existing_tables: list[str]
+    unknown_customer_created: bool
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """What `test` found."""
+
+    backend: str
+    server_version: str
+    url: str
+    missing_tables: list[str]
+    writable: bool
+
+
+def missing_tables(engine: Engine) -> list[str]:
+    """Warehouse tables that do not exist yet."""
+    existing = set(inspect(engine).get_table_names())
+    return [t for t in Base.metadata.tables if t not in existing]
+
+
+def setup_schema(engine: Engine) -> SetupResult:
+    """Create every missing table and the unknown-customer row; safe to run again."""
+    try:
+        missing = missing_tables(engine)
+        with engine.begin() as conn:
+            Base.metadata.create_all(conn, checkfirst=True)
+            exists = conn.execute(select(DimCustomer.customer_key).where(DimCustomer.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
+            if exists is None:
+                conn.execute(
+                    DimCustomer.__table__.insert().values(
+                        customer_key=UNKNOWN_CUSTOMER_KEY,
+                        customer_id=None,
+                        country="Unknown",
+                        effective_date=UNKNOWN_SINCE,
+                        expiry_date=None,
+                        is_current=True,
+                    )
+                )
+    except SQLAlchemyError as exc:
+        raise describe(engine, exc) from None
+    existing = [t for t in Base.metadata.tables if t not in missing]
+    return SetupResult(missing, existing, exists is None)
+
+
+def server_version(engine: Engine) -> str:
+    """The database server's version string."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return "SQLite " + conn.execute(text("select sqlite_version()")).scalar_one()
+        return conn.execute(text("show server_version")).scalar_one().split()[0]
+
+
+def check_health(engine: Engine) -> HealthReport:
+    """Connect, report the server version, missing tables, and whether a write succeeds."""
+    try:
+        version = server_version(engine)
+        missing = missing_tables(engine)
+        with engine.connect() as conn:
+            trans = conn.begin()
+            conn.execute(text("create table rdp_write_probe (x integer)"))
+            conn.execute(text("insert into rdp_write_probe values (1)"))
+            trans.rollback()
+    except SQLAlchemyError as exc:
+        raise describe(engine, exc) from None
+    url = mask_url(engine.url.render_as_string(hide_password=False))
+    return HealthReport(engine.dialect.name, version, url, missing, True)

@@ -1,0 +1,211 @@
+"""Cleaning: normalise text, parse numbers and dates, apply the business rules.
+
+Every row of a chunk leaves here either accepted (typed, ready for transformation) or
+rejected with one or more reason codes and its raw values. Vectorised throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from config.settings import Settings
+from etl.columns import SOURCE_COLUMNS
+from etl.identity import DuplicateTracker, line_identity
+
+PRICE_SCALE = 1000  # prices and totals are exact integers of thousandths
+_INT = r"[+-]?\d{1,15}"
+_PRICE = r"[+-]?(?:\d{1,12}(?:\.\d{0,3})?|\.\d{1,3})"
+_CUSTOMER = r"\d{1,15}(?:\.0*)?"
+_SNAKE = {
+    "InvoiceNo": "invoice_no",
+    "StockCode": "stock_code",
+    "Description": "description",
+    "Quantity": "quantity",
+    "InvoiceDate": "invoice_date",
+    "UnitPrice": "unit_price",
+    "CustomerID": "customer_id",
+    "Country": "country",
+}
+
+REASONS = {
+    "missing_invoice_no": "InvoiceNo is empty",
+    "missing_stock_code": "StockCode is empty",
+    "missing_description": "Description is empty",
+    "missing_quantity": "Quantity is empty",
+    "missing_invoice_date": "InvoiceDate is empty",
+    "missing_unit_price": "UnitPrice is empty",
+    "missing_customer_id": "CustomerID is empty",
+    "missing_country": "Country is empty",
+    "bad_quantity": "Quantity is not a whole number",
+    "bad_unit_price": "UnitPrice is not a number with at most 3 decimals",
+    "bad_invoice_date": "InvoiceDate matches none of the configured date formats",
+    "bad_customer_id": "CustomerID is not a whole number",
+    "zero_quantity": "Quantity is 0",
+    "non_positive_price": "UnitPrice is 0 or negative (and not a bad-debt adjustment)",
+    "out_of_range": "a value is outside the configured bounds",
+    "duplicate": "repeats an earlier row of this source in all eight fields",
+    "malformed_line": "the line does not have the expected number of fields",
+}
+
+
+@dataclass
+class CleanResult:
+    """Accepted rows (typed) and rejected rows (raw values plus reasons) of one chunk."""
+
+    accepted: pd.DataFrame
+    rejected: pd.DataFrame
+
+
+def _trimmed(frame: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({c: frame[c].str.strip() for c in frame.columns})
+    out["InvoiceNo"] = out["InvoiceNo"].str.upper()
+    out["StockCode"] = out["StockCode"].str.upper()
+    return out
+
+
+def _parse_dates(values: pd.Series, formats: list[str]) -> pd.Series:
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
+    todo = values != ""
+    for fmt in formats:
+        if not todo.any():
+            break
+        attempt = pd.to_datetime(values[todo], format=fmt, errors="coerce").astype("datetime64[us]")
+        parsed.loc[attempt.index] = attempt
+        todo &= parsed.isna()
+    return parsed
+
+
+def _parse_price_milli(values: pd.Series, ok: pd.Series) -> np.ndarray:
+    as_float = pd.to_numeric(values.where(ok, "0"), errors="coerce").fillna(0).to_numpy(dtype="float64")
+    return np.rint(as_float * PRICE_SCALE).astype(np.int64)
+
+
+class Cleaner:
+    """Applies the configured rules to chunk after chunk (duplicates tracked across chunks)."""
+
+    def __init__(self, settings: Settings, now: datetime | None = None) -> None:
+        self.rules = settings.rules
+        self.formats = settings.etl.date_formats
+        self.products = settings.products
+        now = now or datetime.now()
+        self.max_date = pd.Timestamp(now + timedelta(days=self.rules.max_future_days))
+        self.min_date = pd.Timestamp(self.rules.min_date)
+        self.duplicates = DuplicateTracker()
+
+    def clean(self, frame: pd.DataFrame, source_rows: np.ndarray) -> CleanResult:
+        """Split one chunk of raw text rows into accepted and rejected rows."""
+        raw = frame.reset_index(drop=True)
+        t = _trimmed(raw)
+        reasons = pd.DataFrame(index=t.index)
+        for col in self.rules.required_fields:
+            reasons[f"missing_{_SNAKE[col]}"] = t[col] == ""
+
+        q_ok = t["Quantity"].str.fullmatch(_INT)
+        p_ok = t["UnitPrice"].str.fullmatch(_PRICE)
+        c_ok = t["CustomerID"].str.fullmatch(_CUSTOMER) | (t["CustomerID"] == "")
+        quantity = pd.to_numeric(t["Quantity"].where(q_ok, "0")).to_numpy(dtype=np.int64)
+        price = _parse_price_milli(t["UnitPrice"], p_ok)
+        when = _parse_dates(t["InvoiceDate"], self.formats)
+        customer = t["CustomerID"].str.replace(r"\.0*$", "", regex=True).where(c_ok & (t["CustomerID"] != ""), None)
+
+        reasons["bad_quantity"] = ~q_ok & (t["Quantity"] != "")
+        reasons["bad_unit_price"] = ~p_ok & (t["UnitPrice"] != "")
+        reasons["bad_invoice_date"] = when.isna() & (t["InvoiceDate"] != "")
+        reasons["bad_customer_id"] = ~c_ok
+        if self.rules.reject_zero_quantity:
+            reasons["zero_quantity"] = q_ok & (quantity == 0)
+        if self.rules.reject_non_positive_price:
+            exempt = t["StockCode"].isin(self.rules.price_exempt_stock_codes)
+            for prefix in self.rules.price_exempt_invoice_prefixes:
+                exempt |= t["InvoiceNo"].str.startswith(prefix)
+            reasons["non_positive_price"] = p_ok & (price <= 0) & ~exempt
+        reasons["out_of_range"] = (
+            (q_ok & (np.abs(quantity) > self.rules.max_abs_quantity))
+            | (p_ok & (np.abs(price) > self.rules.max_unit_price * PRICE_SCALE))
+            | (when.notna() & ((when < self.min_date) | (when > self.max_date)))
+        )
+
+        canonical = _canonical(t, q_ok, quantity, p_ok, price, when, customer)
+        key_hash = line_identity(canonical)
+        occurrence = self.duplicates.occurrences(key_hash)
+        if self.rules.reject_duplicates:
+            reasons["duplicate"] = occurrence > 1
+        line_id = self.duplicates.identity(key_hash, occurrence)
+
+        bad = reasons.to_numpy().any(axis=1)
+        accepted = self._accepted(t[~bad], quantity[~bad], price[~bad], when[~bad], customer[~bad], line_id[~bad], source_rows[~bad])
+        rejected = _rejected(raw[bad], reasons[bad], line_id[bad], source_rows[bad])
+        return CleanResult(accepted, rejected)
+
+    def _accepted(self, t, quantity, price, when, customer, line_id, rows) -> pd.DataFrame:
+        invoice = t["InvoiceNo"]
+        ttype = np.where(
+            invoice.str.startswith("A"), "adjustment", np.where((quantity < 0) | invoice.str.startswith("C"), "return", "sale")
+        )
+        return pd.DataFrame(
+            {
+                "line_id": line_id,
+                "source_row": rows,
+                "invoice_no": invoice.array,
+                "stock_code": t["StockCode"].array,
+                "description": t["Description"].array,
+                "quantity": quantity,
+                "unit_price_milli": price,
+                "line_total_milli": quantity * price,
+                "transaction_datetime": when.to_numpy(),
+                "date_key": (when.dt.year * 10000 + when.dt.month * 100 + when.dt.day).to_numpy(dtype=np.int64),
+                "customer_id": customer.array,
+                "country": t["Country"].array,
+                "transaction_type": ttype,
+                "product_category": product_category(
+                    t["StockCode"], self.products.non_merchandise_codes, self.products.non_merchandise_prefixes
+                ),
+            }
+        )
+
+
+def product_category(codes: pd.Series, by_code: dict[str, str], by_prefix: dict[str, str]) -> np.ndarray:
+    """Category of each (upper-cased) stock code: 'merchandise' unless configured otherwise."""
+    category = codes.map({k.upper(): v for k, v in by_code.items()})
+    for prefix, name in by_prefix.items():
+        category = category.where(~(codes.str.startswith(prefix.upper()) & category.isna()), name)
+    return category.fillna("merchandise").to_numpy(dtype=object)
+
+
+def _canonical(t: pd.DataFrame, q_ok, quantity, p_ok, price, when, customer) -> pd.DataFrame:
+    """The eight fields in one canonical text form each, so equal sales compare equal."""
+    out = t.copy()
+    out["Quantity"] = t["Quantity"].where(~q_ok, pd.Series(quantity, index=t.index).astype("str"))
+    out["UnitPrice"] = t["UnitPrice"].where(~p_ok, pd.Series(price, index=t.index).astype("str"))
+    iso = when.dt.strftime("%Y-%m-%d %H:%M:%S")
+    out["InvoiceDate"] = t["InvoiceDate"].where(when.isna(), iso)
+    out["CustomerID"] = customer.fillna(t["CustomerID"])
+    return out[list(SOURCE_COLUMNS)]
+
+
+def _rejected(raw: pd.DataFrame, reasons: pd.DataFrame, line_id: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+    codes = reasons.columns.to_numpy()
+    flags = reasons.to_numpy()
+    joined = [";".join(codes[f]) for f in flags]
+    out = pd.DataFrame({"line_id": line_id, "source_row": rows, "reasons": joined})
+    for col in SOURCE_COLUMNS:
+        out[_SNAKE[col]] = raw[col].to_numpy()
+    out["raw_line"] = None
+    return out
+
+
+def malformed_rows(malformed: list[tuple[int, str, str]]) -> pd.DataFrame:
+    """Quarantine records for lines the CSV parser could not split into eight fields."""
+    rows = np.array([r for r, _, _ in malformed], dtype=np.int64)
+    text = pd.Series([t for _, t, _ in malformed], dtype="str")
+    out = pd.DataFrame(
+        {"line_id": line_identity(pd.DataFrame({"raw": text, "row": rows.astype(str)})), "source_row": rows, "reasons": "malformed_line"}
+    )
+    for col in SOURCE_COLUMNS:
+        out[_SNAKE[col]] = ""
+    out["raw_line"] = text.to_numpy()
+    return out

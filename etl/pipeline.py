@@ -1,0 +1,202 @@
+"""One ETL run: read -> clean -> stage -> merge, in one transaction, with the run ledger.
+
+Every row read ends in exactly one place: a new fact, the quarantine, or "already loaded"
+(a line the warehouse already holds). The summary shows the three counts; they add up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.settings import Settings
+from database.errors import describe
+from database.locks import warehouse_lock
+from database.schema import missing_tables, setup_schema
+from etl import ledger
+from etl.cleaning import Cleaner, malformed_rows
+from etl.ingestion import SourceInfo, inspect_source, read_chunks
+from etl.loader import LoadCounts, WarehouseLoader
+from utils.errors import PlatformError
+from utils.logsetup import current_run_id
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int], None]
+
+
+@dataclass
+class RunSummary:
+    """The outcome of one run, as shown to the user and stored in the ledger."""
+
+    run_id: int
+    status: str
+    job_name: str
+    source: str
+    checksum: str
+    encoding: str
+    backend: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_already_loaded: int = 0
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    dimension_changes: dict[str, dict[str, int]] = field(default_factory=dict)
+    duration_s: float = 0.0
+    message: str | None = None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_read / self.duration_s if self.duration_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (with rows_per_s)."""
+        return asdict(self) | {"rows_per_s": round(self.rows_per_s, 1)}
+
+    def ledger_counts(self) -> dict:
+        return {
+            "rows_read": self.rows_read,
+            "rows_loaded": self.rows_loaded,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_already_loaded": self.rows_already_loaded,
+            "quarantine_by_reason": self.quarantine_by_reason,
+            "dimension_changes": self.dimension_changes,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+@dataclass
+class EtlOptions:
+    """What to run: the command-line options of `etl`."""
+
+    source: Path
+    job_name: str = "etl"
+    chunk_size: int | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+def run_etl(
+    engine: Engine, settings: Settings, options: EtlOptions, progress: Progress | None = None, on_wait: Callable[[], None] | None = None
+) -> RunSummary:
+    """Run one ETL of `options.source` into the warehouse behind `engine`."""
+    info = inspect_source(options.source, settings.etl.encoding, settings.etl.delimiter)
+    try:
+        if missing_tables(engine):
+            setup_schema(engine)
+        with warehouse_lock(engine, settings.database.lock_timeout_s, on_wait):
+            stale = ledger.close_stale_runs(engine)
+            if stale:
+                log.warning("runs %s were interrupted earlier and are now marked failed", stale)
+            return _locked_run(engine, settings, options, info, progress)
+    except SQLAlchemyError as exc:
+        raise describe(engine, exc) from None
+
+
+def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: SourceInfo, progress: Progress | None) -> RunSummary:
+    previous = ledger.previous_load(engine, info.checksum)
+    run_id = ledger.open_run(engine, options.job_name, str(info.path), info.checksum, info.encoding)
+    token = current_run_id.set(run_id)
+    summary = RunSummary(run_id, "running", options.job_name, str(info.path), info.checksum, info.encoding, engine.dialect.name)
+    started, wall = ledger.utcnow(), time.perf_counter()
+    log.info("run %s started: %s (%s, sha256 %s)", run_id, info.path, info.encoding, info.checksum[:12])
+    try:
+        if previous is not None and not options.force:
+            _skip(summary, previous)
+            with engine.begin() as conn:
+                ledger.close_run(conn, run_id, summary.status, started, summary.ledger_counts(), summary.message)
+            return summary
+        _process(engine, settings, options, info, summary, progress, started, wall)
+        log.info(
+            "run %s %s: %s read, %s loaded, %s quarantined, %s already loaded",
+            run_id,
+            summary.status,
+            summary.rows_read,
+            summary.rows_loaded,
+            summary.rows_quarantined,
+            summary.rows_already_loaded,
+        )
+        return summary
+    except BaseException as exc:
+        summary.status, summary.duration_s = "failed", time.perf_counter() - wall
+        summary.message = str(exc) if isinstance(exc, PlatformError) else f"{type(exc).__name__}: {exc}"
+        with engine.begin() as conn:
+            ledger.close_run(conn, run_id, "failed", started, summary.ledger_counts(), summary.message[:2000])
+        log.error("run %s failed: %s", run_id, summary.message)
+        raise
+    finally:
+        current_run_id.reset(token)
+
+
+def _skip(summary: RunSummary, previous: ledger.EtlRun) -> None:
+    summary.status = "skipped"
+    summary.rows_read = summary.rows_already_loaded = previous.rows_read
+    summary.message = (
+        f"source unchanged since run {previous.run_id} (same SHA-256): all {previous.rows_read:,} rows are already "
+        "loaded or quarantined, nothing to do. Use --force to read it again (still exactly once)."
+    )
+
+
+def _process(
+    engine: Engine,
+    settings: Settings,
+    options: EtlOptions,
+    info: SourceInfo,
+    summary: RunSummary,
+    progress: Progress | None,
+    started,
+    wall: float,
+) -> None:
+    cleaner = Cleaner(settings)
+    chunk_size = options.chunk_size or settings.etl.chunk_size
+    with engine.connect() as conn, conn.begin() as trans:
+        loader = WarehouseLoader(conn, summary.run_id)
+        loader.create_staging()
+        for chunk in read_chunks(info, chunk_size, settings.etl.delimiter):
+            result = cleaner.clean(chunk.frame, chunk.source_rows)
+            rejected = (
+                result.rejected if not chunk.malformed else pd.concat([result.rejected, malformed_rows(chunk.malformed)], ignore_index=True)
+            )
+            loader.stage(result.accepted, rejected)
+            summary.rows_read += chunk.rows_read
+            if progress:
+                progress(summary.rows_read)
+        counts = loader.finalize()
+        _account(summary, counts)
+        summary.duration_s = time.perf_counter() - wall
+        if options.dry_run:
+            summary.status = "dry_run"
+            summary.message = "dry run: nothing was written; the counts show what a real run would do"
+            trans.rollback()
+        else:
+            summary.status = "success"
+            summary.message = _success_message(summary)
+            ledger.close_run(conn, summary.run_id, "success", started, summary.ledger_counts(), summary.message)
+    if options.dry_run:
+        with engine.begin() as conn:
+            ledger.close_run(conn, summary.run_id, "dry_run", started, summary.ledger_counts(), summary.message)
+
+
+def _account(summary: RunSummary, counts: LoadCounts) -> None:
+    summary.rows_loaded = counts.facts_loaded
+    summary.rows_quarantined = counts.quarantined
+    summary.rows_already_loaded = counts.facts_already_loaded + counts.quarantine_already_held
+    summary.quarantine_by_reason = dict(sorted(counts.quarantine_by_reason.items()))
+    summary.dimension_changes = counts.dimensions
+    total = summary.rows_loaded + summary.rows_quarantined + summary.rows_already_loaded
+    if total != summary.rows_read:
+        raise RuntimeError(f"internal error: {summary.rows_read} rows read but {total} accounted for; the run was rolled back")
+
+
+def _success_message(summary: RunSummary) -> str:
+    if summary.rows_loaded == 0 and summary.rows_quarantined == 0 and summary.rows_read:
+        return "every row of this source was already in the warehouse (loaded or quarantined by an earlier run): 0 new facts"
+    return (
+        f"{summary.rows_loaded:,} new facts, {summary.rows_quarantined:,} rows quarantined, {summary.rows_already_loaded:,} already loaded"
+    )
