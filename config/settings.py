@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,7 +69,7 @@ class RuleSettings(_Section):
     reject_duplicates: bool = Field(True, description="quarantine rows that repeat an earlier row of the same source in all eight fields")
     max_abs_quantity: int = Field(1_000_000, ge=1, description="|Quantity| above this is quarantined as out of range")
     max_unit_price: float = Field(1_000_000.0, gt=0, description="|UnitPrice| above this is quarantined as out of range")
-    min_date: str = Field("1990-01-01", description="transactions before this date are quarantined as out of range")
+    min_date: date = Field(date(1990, 1, 1), description="transactions before this date are quarantined as out of range")
     max_future_days: int = Field(1, ge=0, description="transactions more than this many days in the future are quarantined")
 
     @field_validator("required_fields")
@@ -238,3 +239,19 @@ def load_settings(
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, "command-line options")) from None
+
+
+def describe_settings(settings: Settings) -> list[dict[str, Any]]:
+    """Every setting as a row: dotted name, effective value (secrets masked), description."""
+    from utils.urls import mask_url
+
+    rows = []
+    for section_name, section_field in Settings.model_fields.items():
+        section = getattr(settings, section_name)
+        for key, field_info in type(section).model_fields.items():
+            value = getattr(section, key)
+            if isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            rows.append({"setting": f"{section_name}.{key}", "value": value, "description": field_info.description or ""})
+        del section_field
+    return rows

@@ -7,7 +7,7 @@ import os
 import socket
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 
 from database.models import EtlRun
 
@@ -40,13 +40,13 @@ def open_run(engine: Engine, job_name: str, source: str, checksum: str | None, e
         return int(result.inserted_primary_key[0])
 
 
-def previous_load(engine: Engine, checksum: str) -> EtlRun | None:
+def previous_load(engine: Engine, checksum: str) -> Row | None:
     """The latest successful run of a source with this checksum, if any."""
     with engine.connect() as conn:
         row = conn.execute(
             select(EtlRun).where(EtlRun.source_checksum == checksum, EtlRun.status == "success").order_by(EtlRun.run_id.desc()).limit(1)
         ).first()
-    return row[0] if row else None
+    return row
 
 
 def close_run(conn: Connection, run_id: int, status: str, started: datetime, counts: dict, message: str | None = None) -> None:
@@ -59,13 +59,20 @@ def close_run(conn: Connection, run_id: int, status: str, started: datetime, cou
     conn.execute(update(EtlRun).where(EtlRun.run_id == run_id).values(status=status, finished_at=finished, message=message, **values))
 
 
-def last_runs(engine: Engine, limit: int = 20) -> list[EtlRun]:
+def last_runs(engine: Engine, limit: int = 20) -> list[Row]:
     """The newest runs first."""
     with engine.connect() as conn:
-        return [r[0] for r in conn.execute(select(EtlRun).order_by(EtlRun.run_id.desc()).limit(limit))]
+        return list(conn.execute(select(EtlRun).order_by(EtlRun.run_id.desc()).limit(limit)))
 
 
 def run_count(engine: Engine) -> int:
     """How many runs the ledger holds."""
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(EtlRun)).scalar_one())
+
+
+def get_run(engine: Engine, run_id: int) -> Row | None:
+    """One ledger row, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(EtlRun).where(EtlRun.run_id == run_id)).first()
+    return row

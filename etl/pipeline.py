@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
@@ -22,7 +23,7 @@ from database.locks import warehouse_lock
 from database.schema import missing_tables, setup_schema
 from etl import ledger
 from etl.cleaning import Cleaner, malformed_rows
-from etl.ingestion import SourceInfo, inspect_source, read_chunks
+from etl.ingestion import Chunk, SourceInfo, inspect_source, read_chunks
 from etl.loader import LoadCounts, WarehouseLoader
 from utils.errors import PlatformError
 from utils.logsetup import current_run_id
@@ -50,6 +51,7 @@ class RunSummary:
     dimension_changes: dict[str, dict[str, int]] = field(default_factory=dict)
     duration_s: float = 0.0
     message: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -101,9 +103,9 @@ def run_etl(
 
 def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: SourceInfo, progress: Progress | None) -> RunSummary:
     previous = ledger.previous_load(engine, info.checksum)
-    run_id = ledger.open_run(engine, options.job_name, str(info.path), info.checksum, info.encoding)
+    run_id = ledger.open_run(engine, options.job_name, str(info.path.resolve()), info.checksum, info.encoding)
     token = current_run_id.set(run_id)
-    summary = RunSummary(run_id, "running", options.job_name, str(info.path), info.checksum, info.encoding, engine.dialect.name)
+    summary = RunSummary(run_id, "running", options.job_name, str(info.path.resolve()), info.checksum, info.encoding, engine.dialect.name)
     started, wall = ledger.utcnow(), time.perf_counter()
     log.info("run %s started: %s (%s, sha256 %s)", run_id, info.path, info.encoding, info.checksum[:12])
     try:
@@ -134,7 +136,7 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
         current_run_id.reset(token)
 
 
-def _skip(summary: RunSummary, previous: ledger.EtlRun) -> None:
+def _skip(summary: RunSummary, previous: Row) -> None:
     summary.status = "skipped"
     summary.rows_read = summary.rows_already_loaded = previous.rows_read
     summary.message = (
@@ -158,15 +160,21 @@ def _process(
     with engine.connect() as conn, conn.begin() as trans:
         loader = WarehouseLoader(conn, summary.run_id)
         loader.create_staging()
-        for chunk in read_chunks(info, chunk_size, settings.etl.delimiter):
-            result = cleaner.clean(chunk.frame, chunk.source_rows)
-            rejected = (
-                result.rejected if not chunk.malformed else pd.concat([result.rejected, malformed_rows(chunk.malformed)], ignore_index=True)
-            )
-            loader.stage(result.accepted, rejected)
-            summary.rows_read += chunk.rows_read
-            if progress:
-                progress(summary.rows_read)
+        # Staging (database I/O) of chunk n overlaps reading and cleaning of chunk n+1; at most
+        # two chunks are in memory at once.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-stage") as stager:
+            pending: Future | None = None
+            for chunk in _timed_chunks(loader, read_chunks(info, chunk_size, settings.etl.delimiter)):
+                with loader.timed("clean"):
+                    accepted, rejected = _clean_chunk(cleaner, chunk)
+                if pending is not None:
+                    pending.result()
+                pending = stager.submit(loader.stage, accepted, rejected)
+                summary.rows_read += chunk.rows_read
+                if progress:
+                    progress(summary.rows_read)
+            if pending is not None:
+                pending.result()
         counts = loader.finalize()
         _account(summary, counts)
         summary.duration_s = time.perf_counter() - wall
@@ -183,7 +191,24 @@ def _process(
             ledger.close_run(conn, summary.run_id, "dry_run", started, summary.ledger_counts(), summary.message)
 
 
+def _clean_chunk(cleaner: Cleaner, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
+    result = cleaner.clean(chunk.frame, chunk.source_rows)
+    if not chunk.malformed:
+        return result.accepted, result.rejected
+    return result.accepted, pd.concat([result.rejected, malformed_rows(chunk.malformed)], ignore_index=True)
+
+
+def _timed_chunks(loader: WarehouseLoader, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    while True:
+        with loader.timed("read"):
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
 def _account(summary: RunSummary, counts: LoadCounts) -> None:
+    summary.timings = counts.timings
     summary.rows_loaded = counts.facts_loaded
     summary.rows_quarantined = counts.quarantined
     summary.rows_already_loaded = counts.facts_already_loaded + counts.quarantine_already_held

@@ -1,0 +1,34 @@
+"""`config show` and `config validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from config.settings import Settings, describe_settings, read_config_file
+from utils.render import emit, table
+
+
+@click.group("config")
+def config_group() -> None:
+    """Show or check settings."""
+
+
+@config_group.command("show")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def show(app, fmt: str) -> None:
+    """Print the effective settings (secrets masked) with their descriptions."""
+    rows = describe_settings(app.settings)
+    data = {r["setting"]: r["value"] for r in rows} if fmt == "json" else rows
+    emit(data, fmt, table(rows, title="Effective settings"))
+
+
+@config_group.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+def validate(file: Path) -> None:
+    """Check a YAML settings FILE: unknown keys and bad values are named with the file."""
+    read_config_file(file)
+    Settings.model_validate(read_config_file(file))
+    click.echo(f"{file}: OK")

@@ -1,0 +1,46 @@
+"""`setup` and `test`: create the warehouse schema, check the warehouse is usable."""
+
+from __future__ import annotations
+
+import click
+
+from database.schema import check_health, setup_schema
+from utils.render import emit, table
+from utils.urls import mask_url
+
+
+@click.command("setup")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def setup_command(app, fmt: str) -> None:
+    """Create the warehouse schema (safe to run again on an existing warehouse)."""
+    result = setup_schema(app.engine)
+    url = mask_url(app.engine.url.render_as_string(hide_password=False))
+    rows = [{"table": t, "status": "created"} for t in result.created_tables] + [
+        {"table": t, "status": "already there"} for t in result.existing_tables
+    ]
+    data = {
+        "warehouse": url,
+        "created": result.created_tables,
+        "existing": result.existing_tables,
+        "unknown_customer_created": result.unknown_customer_created,
+    }
+    emit(data, fmt, table(rows, title=f"Schema of {url}"))
+
+
+@click.command("test")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def test_command(app, fmt: str) -> None:
+    """Check connectivity, schema and write access of the warehouse."""
+    report = check_health(app.engine)
+    schema = "complete" if not report.missing_tables else f"missing {', '.join(report.missing_tables)} (run: python main.py setup)"
+    rows = [
+        {"check": "connection", "result": f"ok ({report.url})"},
+        {"check": "backend", "result": f"{report.backend} {report.server_version}"},
+        {"check": "schema", "result": schema},
+        {"check": "write access", "result": "ok" if report.writable else "FAILED"},
+    ]
+    emit(report.__dict__, fmt, table(rows, title="Warehouse check"))
+    if report.missing_tables:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,83 @@
+"""Retail Data Platform command line: `python main.py --help`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from utils.context import AppContext
+from utils.errors import PlatformError
+from utils.urls import mask_secrets
+
+
+class PlatformGroup(click.Group):
+    """Turns platform errors into `Error: ...` and exit code 1 (a traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PlatformError as exc:
+            if isinstance(ctx.obj, AppContext) and ctx.obj.debug:
+                raise
+            raise click.ClickException(mask_secrets(str(exc))) from None
+        finally:
+            if isinstance(ctx.obj, AppContext):
+                ctx.obj.close()
+
+
+@click.group(cls=PlatformGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="Extra YAML settings file (after config/development.yaml and config/local.yaml).",
+)
+@click.option(
+    "--database-url", help="Warehouse URL, e.g. sqlite:///data/warehouse.db or postgresql://user@host/db (overrides RDP_DATABASE_URL)."
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Console log level.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option("0.1.0", prog_name="retail-data-platform")
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None, database_url: str | None, log_level: str | None, debug: bool) -> None:
+    """Retail Data Platform: raw sales extracts to a star-schema warehouse, every row accounted for."""
+    overrides: dict = {}
+    if database_url:
+        overrides.setdefault("database", {})["url"] = database_url
+    if log_level:
+        overrides.setdefault("logging", {})["level"] = log_level.upper()
+    if debug:
+        overrides.setdefault("logging", {})["level"] = "DEBUG"
+    app = AppContext(config_file=config_file, overrides=overrides, debug=debug)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+    if ctx.invoked_subcommand and not ctx.resilient_parsing and "--help" not in sys.argv and "-h" not in sys.argv:
+        _configure_logging(app)
+
+
+def _configure_logging(app: AppContext) -> None:
+    from utils.logsetup import configure_logging
+
+    try:
+        settings = app.settings
+    except PlatformError:
+        return  # reported by the command that needs the settings
+    log_file = settings.resolve_path(settings.logging.file) if settings.logging.file else None
+    configure_logging(settings.logging.level, log_file)
+
+
+def _register() -> None:
+    from config.commands import config_group
+    from database.commands import setup_command, test_command
+    from etl.commands import data_group, etl_command, runs_group
+
+    for command in (setup_command, test_command, config_group, etl_command, runs_group, data_group):
+        cli.add_command(command)
+
+
+_register()
+
+if __name__ == "__main__":
+    cli()
