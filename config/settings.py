@@ -43,7 +43,7 @@ class DatabaseSettings(_Section):
 
 
 class EtlSettings(_Section):
-    chunk_size: int = Field(100_000, ge=100, le=5_000_000, description="rows read and cleaned per chunk")
+    chunk_size: int = Field(50_000, ge=100, le=5_000_000, description="rows read and cleaned per chunk (memory grows with it)")
     encoding: Literal["auto", "utf-8", "cp1252", "latin-1"] = Field(
         "auto", description="source text encoding; auto tries UTF-8, then Windows-1252, then Latin-1"
     )

@@ -6,6 +6,7 @@ Never row-by-row ORM. Timestamps travel as text in one fixed form; NULLs stay NU
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -46,14 +47,19 @@ def insert_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:
         return 0
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     marks = ", ".join("?" for _ in frame.columns)
-    rows = _arrow(frame).to_pylist()
-    values = [tuple(r.values()) for r in rows]
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
+        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", _rows(_arrow(frame)))
     finally:
         cursor.close()
     return len(frame)
+
+
+def _rows(table: pa.Table, batch: int = 5_000) -> Iterator[tuple]:
+    """Rows as tuples, converted a slice at a time so memory stays small."""
+    for start in range(0, table.num_rows, batch):
+        part = table.slice(start, batch)
+        yield from zip(*(col.to_pylist() for col in part.columns), strict=True)
 
 
 def load_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from config.settings import Settings
 from etl.columns import SOURCE_COLUMNS
@@ -79,8 +81,16 @@ def _parse_dates(values: pd.Series, formats: list[str]) -> pd.Series:
     return parsed
 
 
+def _cast_valid(values: pd.Series, ok: pd.Series, to: pa.DataType) -> np.ndarray:
+    """Cast already-validated text to numbers with pyarrow (invalid entries become 0)."""
+    arr = pa.array(values, type=pa.large_string())
+    safe = pc.if_else(pa.array(ok.to_numpy(dtype=bool)), arr, pa.scalar("0", pa.large_string()))
+    safe = pc.replace_substring_regex(safe, pattern=r"^\+", replacement="")  # pyarrow's int parser refuses "+5"
+    return pc.cast(safe, to).to_numpy(zero_copy_only=False)
+
+
 def _parse_price_milli(values: pd.Series, ok: pd.Series) -> np.ndarray:
-    as_float = pd.to_numeric(values.where(ok, "0"), errors="coerce").fillna(0).to_numpy(dtype="float64")
+    as_float = _cast_valid(values, ok, pa.float64())
     return np.rint(as_float * PRICE_SCALE).astype(np.int64)
 
 
@@ -107,7 +117,7 @@ class Cleaner:
         q_ok = t["Quantity"].str.fullmatch(_INT)
         p_ok = t["UnitPrice"].str.fullmatch(_PRICE)
         c_ok = t["CustomerID"].str.fullmatch(_CUSTOMER) | (t["CustomerID"] == "")
-        quantity = pd.to_numeric(t["Quantity"].where(q_ok, "0")).to_numpy(dtype=np.int64)
+        quantity = _cast_valid(t["Quantity"], q_ok, pa.int64())
         price = _parse_price_milli(t["UnitPrice"], p_ok)
         when = _parse_dates(t["InvoiceDate"], self.formats)
         customer = t["CustomerID"].str.replace(r"\.0*$", "", regex=True).where(c_ok & (t["CustomerID"] != ""), None)

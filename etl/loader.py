@@ -1,7 +1,16 @@
-"""Loading: staging tables filled in bulk, then set-based SQL into the star schema.
+"""Loading: each cleaned chunk goes into the star schema in bulk, inside the run's transaction.
 
-All of it runs on the run's one connection inside the run's one transaction. The SQL is the
-same on both back ends; only the bulk path into staging differs (COPY vs executemany).
+Per chunk: new dates, SCD1 product upserts (through a small staging table and one set-based
+`INSERT ... ON CONFLICT`), SCD2 customer versions; then surrogate keys are resolved in memory
+from the dimension-key cache and the new facts and quarantined rows are bulk-loaded (COPY on
+PostgreSQL, executemany on SQLite) straight into their tables. Lines the warehouse already
+holds are filtered out first by their identity, so a load is exactly-once. At the end, facts
+of customers whose versions changed during the run are re-pointed in one UPDATE (a country
+change seen in a later chunk moves the facts after it to the new version).
+
+Why not COPY every fact into a staging table and INSERT ... SELECT from it: on the real file
+that second pass over 534k rows cost 3.2 s on PostgreSQL on top of the 1.9 s COPY, and cannot
+overlap with cleaning; loading the fact directly overlaps with cleaning of the next chunk.
 """
 
 from __future__ import annotations
@@ -14,26 +23,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from database.bulk import load_frame
 from database.models import SQLITE_TS_FORMAT
+from etl.cleaning import PRICE_SCALE
 from etl.transformation import date_rows, plan_customers
 
-_STG_SALES = """CREATE TEMPORARY TABLE stg_sales (
-    line_id BIGINT NOT NULL, source_row BIGINT NOT NULL, invoice_no TEXT NOT NULL, stock_code TEXT NOT NULL,
-    description TEXT, quantity BIGINT NOT NULL, unit_price_milli BIGINT NOT NULL, line_total_milli BIGINT NOT NULL,
-    transaction_datetime TIMESTAMP NOT NULL, date_key INTEGER NOT NULL, customer_id TEXT, country TEXT NOT NULL,
-    transaction_type TEXT NOT NULL, product_category TEXT NOT NULL)"""
-_STG_QUARANTINE = """CREATE TEMPORARY TABLE stg_quarantine (
-    line_id BIGINT NOT NULL, source_row BIGINT NOT NULL, reasons TEXT NOT NULL, invoice_no TEXT, stock_code TEXT,
-    description TEXT, quantity TEXT, invoice_date TEXT, unit_price TEXT, customer_id TEXT, country TEXT, raw_line TEXT)"""
-
-_SALES_COLUMNS = [
-    "line_id", "source_row", "invoice_no", "stock_code", "description", "quantity", "unit_price_milli", "line_total_milli",
-    "transaction_datetime", "date_key", "customer_id", "country", "transaction_type", "product_category",
+_STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
+    stock_code TEXT NOT NULL, description TEXT, unit_price NUMERIC(18, 3) NOT NULL, transaction_datetime TIMESTAMP NOT NULL,
+    product_category TEXT NOT NULL)"""
+_PRODUCT_COLUMNS = ["stock_code", "description", "unit_price", "transaction_datetime", "product_category"]
+_FACT_COLUMNS = [
+    "line_id", "customer_key", "product_key", "date_key", "invoice_no", "quantity", "unit_price", "line_total",
+    "transaction_datetime", "transaction_type", "source_row", "run_id",
 ]  # fmt: skip
 _QUARANTINE_COLUMNS = [
+    "run_id",
     "line_id",
     "source_row",
     "reasons",
@@ -50,7 +56,7 @@ _QUARANTINE_COLUMNS = [
 
 _UPSERT_PRODUCTS = """
 INSERT INTO dim_products (stock_code, description, current_unit_price, price_as_of, category, is_merchandise, created_run_id, updated_run_id)
-SELECT stock_code, NULLIF(description, ''), unit_price_milli / 1000.0, transaction_datetime, product_category,
+SELECT stock_code, NULLIF(description, ''), unit_price, transaction_datetime, product_category,
        product_category = 'merchandise', :run, :run
 FROM stg_products WHERE true
 ON CONFLICT (stock_code) DO UPDATE SET
@@ -66,39 +72,18 @@ WHERE excluded.price_as_of >= dim_products.price_as_of
        OR excluded.category <> dim_products.category)
 """
 
-_STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
-    stock_code TEXT NOT NULL, description TEXT, unit_price_milli BIGINT NOT NULL, transaction_datetime TIMESTAMP NOT NULL,
-    product_category TEXT NOT NULL)"""
-_PRODUCT_COLUMNS = ["stock_code", "description", "unit_price_milli", "transaction_datetime", "product_category"]
-
-_INSERT_FACTS = """
-INSERT INTO fact_sales (line_id, customer_key, product_key, date_key, invoice_no, quantity, unit_price, line_total,
-                        transaction_datetime, transaction_type, source_row, run_id)
-SELECT s.line_id, CASE WHEN s.customer_id IS NULL THEN -1 ELSE c.customer_key END, p.product_key, s.date_key,
-       s.invoice_no, s.quantity, s.unit_price_milli / 1000.0, s.line_total_milli / 1000.0,
-       s.transaction_datetime, s.transaction_type, s.source_row, :run
-FROM stg_sales s
-JOIN dim_products p ON p.stock_code = s.stock_code
-LEFT JOIN dim_customers c ON c.customer_id = s.customer_id
-     AND c.effective_date <= s.transaction_datetime
-     AND (c.expiry_date IS NULL OR s.transaction_datetime < c.expiry_date)
-"""
-
-_DELETE_KNOWN_SALES = """DELETE FROM stg_sales WHERE
-    EXISTS (SELECT 1 FROM fact_sales f WHERE f.date_key = stg_sales.date_key AND f.line_id = stg_sales.line_id)
-    OR line_id IN (SELECT line_id FROM etl_quarantine)"""
-_DELETE_KNOWN_QUARANTINE = """DELETE FROM stg_quarantine WHERE
-    line_id IN (SELECT line_id FROM etl_quarantine) OR line_id IN (SELECT line_id FROM fact_sales)"""
-
-_INSERT_QUARANTINE = f"""
-INSERT INTO etl_quarantine (run_id, {", ".join(_QUARANTINE_COLUMNS)})
-SELECT :run, {", ".join(_QUARANTINE_COLUMNS)} FROM stg_quarantine
+_REPOINT_FACTS = """
+UPDATE fact_sales SET customer_key = (
+    SELECT v.customer_key FROM dim_customers old JOIN dim_customers v ON v.customer_id = old.customer_id
+    WHERE old.customer_key = fact_sales.customer_key AND v.effective_date <= fact_sales.transaction_datetime
+      AND (v.expiry_date IS NULL OR fact_sales.transaction_datetime < v.expiry_date))
+WHERE customer_key IN :keys
 """
 
 
 @dataclass
 class LoadCounts:
-    """What the final step changed."""
+    """What the run changed."""
 
     facts_loaded: int = 0
     facts_already_loaded: int = 0
@@ -110,16 +95,21 @@ class LoadCounts:
 
 
 class WarehouseLoader:
-    """Stages cleaned chunks, then merges them into the warehouse in one set-based step."""
+    """Loads cleaned chunks into the warehouse on one connection, inside the caller's transaction."""
 
     def __init__(self, conn: Connection, run_id: int) -> None:
         self.conn = conn
         self.run_id = run_id
-        self.staged_sales = 0
-        self.staged_quarantine = 0
-        self.timings: dict[str, float] = {}
-        self.products = pd.DataFrame(columns=[*_PRODUCT_COLUMNS, "source_row"])
-        self.customer_points = pd.DataFrame(columns=["customer_id", "country", "transaction_datetime"])
+        self.counts = LoadCounts()
+        self.timings = self.counts.timings
+        self.product_keys: dict[str, int] = {}
+        self.date_keys: set[int] = set()
+        self.versions = pd.DataFrame()
+        self.quarantine_ids = np.empty(0, dtype=np.int64)
+        self.facts_empty = True
+        self.repoint: set[str] = set()
+        self.dates_inserted = 0
+        self.customer_changes = Counter()
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -133,89 +123,133 @@ class WarehouseLoader:
     def _sql(self, sql: str, **params: object) -> int:
         return self.conn.execute(text(sql), params).rowcount
 
-    def create_staging(self) -> None:
-        """Create the run's temporary staging tables."""
-        for name, ddl in (("stg_sales", _STG_SALES), ("stg_quarantine", _STG_QUARANTINE), ("stg_products", _STG_PRODUCTS)):
-            self.conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
-            self.conn.execute(text(ddl))
+    def prepare(self) -> None:
+        """Create the run's staging table and fill the dimension-key cache."""
+        with self.timed("prepare"):
+            self.conn.execute(text("DROP TABLE IF EXISTS stg_products"))
+            self.conn.execute(text(_STG_PRODUCTS))
+            self.product_keys = dict(self.conn.execute(text("SELECT stock_code, product_key FROM dim_products")).all())
+            self.date_keys = {k for (k,) in self.conn.execute(text("SELECT date_key FROM dim_date"))}
+            self._refresh_versions()
+            self.quarantine_ids = np.sort(
+                np.fromiter((k for (k,) in self.conn.execute(text("SELECT line_id FROM etl_quarantine"))), dtype=np.int64)
+            )
+            self.facts_empty = self.conn.execute(text("SELECT 1 FROM fact_sales LIMIT 1")).first() is None
 
-    def stage(self, accepted: pd.DataFrame, rejected: pd.DataFrame) -> None:
-        """Bulk-load one chunk's accepted and rejected rows into staging."""
-        with self.timed("stage"):
-            self.staged_sales += load_frame(self.conn, "stg_sales", accepted[_SALES_COLUMNS])
-            self.staged_quarantine += load_frame(self.conn, "stg_quarantine", rejected[_QUARANTINE_COLUMNS])
-        with self.timed("fold_dimensions"):
-            chunk_products = latest_products(accepted[[*_PRODUCT_COLUMNS, "source_row"]])
-            self.products = latest_products(pd.concat([self.products, chunk_products], ignore_index=True))
-            chunk_points = first_countries(accepted[["customer_id", "country", "transaction_datetime"]])
-            self.customer_points = first_countries(pd.concat([self.customer_points, chunk_points], ignore_index=True))
+    def load(self, accepted: pd.DataFrame, rejected: pd.DataFrame) -> None:
+        """Load one chunk: dimensions first, then its new facts and quarantined rows."""
+        with self.timed("exactly_once"):
+            known = self._known_facts(accepted)
+            rejected_known = self._known_quarantine(rejected)
+        fresh = accepted[~known]
+        self.counts.facts_already_loaded += int(known.sum())
+        self.counts.quarantine_already_held += int(rejected_known.sum())
+        with self.timed("dim_date"):
+            self._load_dates(fresh)
+        with self.timed("dim_products"):
+            self._upsert_products(fresh)
+        with self.timed("dim_customers"):
+            self._merge_customers(fresh)
+        with self.timed("keys"):
+            facts = self._with_keys(fresh)
+        with self.timed("fact_sales"):
+            self.counts.facts_loaded += load_frame(self.conn, "fact_sales", facts[_FACT_COLUMNS])
+        with self.timed("quarantine"):
+            quarantine = rejected[~rejected_known].assign(run_id=self.run_id)
+            self.counts.quarantined += load_frame(self.conn, "etl_quarantine", quarantine[_QUARANTINE_COLUMNS])
+            for reasons in quarantine["reasons"]:
+                self.counts.quarantine_by_reason.update(reasons.split(";"))
 
     def finalize(self) -> LoadCounts:
-        """Merge staging into dimensions, facts and quarantine; exactly once by line identity."""
-        counts = LoadCounts(timings=self.timings)
-        postgres = self.conn.dialect.name == "postgresql"
-        if postgres:
-            with self.timed("analyze"):
-                self.conn.execute(text("SET LOCAL work_mem = '128MB'"))
-                self.conn.execute(text("ANALYZE stg_sales"))
-        with self.timed("already_loaded"):
-            counts.facts_already_loaded = self._sql(_DELETE_KNOWN_SALES)
-            counts.quarantine_already_held = self._sql(_DELETE_KNOWN_QUARANTINE)
-        with self.timed("dim_date"):
-            counts.dimensions["dim_date"] = {"inserted": self._load_dates()}
+        """Re-point facts of customers whose versions changed; return the run's counts."""
+        with self.timed("repoint_facts"):
+            keys = self.versions.loc[self.versions["customer_id"].isin(self.repoint), "customer_key"].astype(int).tolist()
+            if keys:
+                self.conn.execute(text(_REPOINT_FACTS).bindparams(bindparam("keys", expanding=True)), {"keys": keys})
         with self.timed("dim_products"):
-            counts.dimensions["dim_products"] = self._upsert_products()
-        with self.timed("dim_customers"):
-            counts.dimensions["dim_customers"] = self._merge_customers()
-        if postgres:
-            with self.timed("analyze"):
-                self.conn.execute(text("ANALYZE dim_customers"))
-                self.conn.execute(text("ANALYZE dim_products"))
-        with self.timed("fact_sales"):
-            counts.facts_loaded = self._sql(_INSERT_FACTS, run=self.run_id)
-        expected = self.staged_sales - counts.facts_already_loaded
-        if counts.facts_loaded != expected:
-            raise RuntimeError(f"internal error: {expected} staged facts but {counts.facts_loaded} inserted")
-        with self.timed("quarantine"):
-            counts.quarantined = self._sql(_INSERT_QUARANTINE, run=self.run_id)
-            for reasons, n in self.conn.execute(text("SELECT reasons, COUNT(*) FROM stg_quarantine GROUP BY reasons")):
-                for reason in reasons.split(";"):
-                    counts.quarantine_by_reason[reason] += n
-        return counts
+            row = self.conn.execute(
+                text(
+                    "SELECT SUM(CASE WHEN created_run_id = :run THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN updated_run_id = :run AND created_run_id <> :run THEN 1 ELSE 0 END) FROM dim_products"
+                ),
+                {"run": self.run_id},
+            ).one()
+        self.counts.dimensions = {
+            "dim_date": {"inserted": self.dates_inserted},
+            "dim_products": {"inserted": int(row[0] or 0), "updated": int(row[1] or 0)},
+            "dim_customers": {k: self.customer_changes[k] for k in ("inserted", "expired", "extended")},
+        }
+        return self.counts
 
-    def _load_dates(self) -> int:
-        new_keys = [
-            k
-            for (k,) in self.conn.execute(
-                text("SELECT DISTINCT date_key FROM stg_sales WHERE date_key NOT IN (SELECT date_key FROM dim_date)")
+    # -- exactly once -------------------------------------------------------------------------
+
+    def _known_facts(self, accepted: pd.DataFrame) -> np.ndarray:
+        ids = accepted["line_id"].to_numpy(dtype=np.int64)
+        known = _isin_sorted(ids, self.quarantine_ids)
+        if not self.facts_empty and len(ids):
+            lo, hi = int(accepted["date_key"].min()), int(accepted["date_key"].max())
+            existing = np.fromiter(
+                (
+                    k
+                    for (k,) in self.conn.execute(
+                        text("SELECT line_id FROM fact_sales WHERE date_key BETWEEN :lo AND :hi"), {"lo": lo, "hi": hi}
+                    )
+                ),
+                dtype=np.int64,
             )
-        ]
-        if not new_keys:
-            return 0
-        return load_frame(self.conn, "dim_date", date_rows(new_keys))
+            known |= np.isin(ids, existing)
+        return known
 
-    def _upsert_products(self) -> dict[str, int]:
-        load_frame(self.conn, "stg_products", self.products[_PRODUCT_COLUMNS])
+    def _known_quarantine(self, rejected: pd.DataFrame) -> np.ndarray:
+        ids = rejected["line_id"].to_numpy(dtype=np.int64)
+        known = _isin_sorted(ids, self.quarantine_ids)
+        if not self.facts_empty and len(ids):
+            marks = ", ".join(str(int(i)) for i in ids[~known])
+            if marks:
+                found = {k for (k,) in self.conn.execute(text(f"SELECT line_id FROM fact_sales WHERE line_id IN ({marks})"))}
+                known |= np.isin(ids, np.fromiter(found, dtype=np.int64, count=len(found)))
+        return known
+
+    # -- dimensions ---------------------------------------------------------------------------
+
+    def _load_dates(self, fresh: pd.DataFrame) -> None:
+        new_keys = sorted(set(fresh["date_key"].unique().tolist()) - self.date_keys)
+        if new_keys:
+            self.dates_inserted += load_frame(self.conn, "dim_date", date_rows(new_keys))
+            self.date_keys.update(new_keys)
+
+    def _upsert_products(self, fresh: pd.DataFrame) -> None:
+        candidates = latest_products(
+            fresh[["stock_code", "description", "unit_price_milli", "transaction_datetime", "product_category", "source_row"]]
+        )
+        if candidates.empty:
+            return
+        candidates["unit_price"] = candidates["unit_price_milli"] / PRICE_SCALE
+        self.conn.execute(text("DELETE FROM stg_products"))
+        load_frame(self.conn, "stg_products", candidates[_PRODUCT_COLUMNS])
         self._sql(_UPSERT_PRODUCTS, run=self.run_id)
-        row = self.conn.execute(
-            text(
-                "SELECT SUM(CASE WHEN created_run_id = :run THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN updated_run_id = :run AND created_run_id <> :run THEN 1 ELSE 0 END) FROM dim_products"
-            ),
-            {"run": self.run_id},
-        ).one()
-        return {"inserted": int(row[0] or 0), "updated": int(row[1] or 0)}
+        new_codes = set(candidates["stock_code"]) - self.product_keys.keys()
+        if new_codes:
+            rows = self.conn.execute(
+                text("SELECT stock_code, product_key FROM dim_products WHERE created_run_id = :run"), {"run": self.run_id}
+            )
+            self.product_keys.update(dict(rows.all()))
 
-    def _merge_customers(self) -> dict[str, int]:
-        points = self.customer_points
-        if points.empty:
-            return {"inserted": 0, "expired": 0}
-        existing = pd.read_sql_query(
+    def _refresh_versions(self) -> None:
+        self.versions = pd.read_sql_query(
             text("SELECT customer_key, customer_id, effective_date, expiry_date, country FROM dim_customers WHERE customer_id IS NOT NULL"),
             self.conn,
-            parse_dates=["effective_date", "expiry_date"],
         )
-        plan = plan_customers(existing, points)
+        for col in ("effective_date", "expiry_date"):
+            self.versions[col] = pd.to_datetime(self.versions[col]).astype("datetime64[us]")
+
+    def _merge_customers(self, fresh: pd.DataFrame) -> None:
+        points = first_countries(fresh[["customer_id", "country", "transaction_datetime"]])
+        if points.empty:
+            return
+        plan = plan_customers(self.versions, points)
+        if not (plan.inserts or plan.expire or plan.extend):
+            return
         run = self.run_id
         if plan.expire:
             self.conn.execute(
@@ -230,12 +264,49 @@ class WarehouseLoader:
                 [dict(e, effective_date=_ts(e["effective_date"])) for e in plan.extend],
             )
         if plan.inserts:
-            frame = pd.DataFrame(plan.inserts)
-            frame["created_run_id"] = run
-            frame["effective_date"] = pd.to_datetime(frame["effective_date"]).astype("datetime64[us]")
-            frame["expiry_date"] = pd.to_datetime(frame["expiry_date"]).astype("datetime64[us]")
+            frame = pd.DataFrame(plan.inserts).assign(created_run_id=run)
+            for col in ("effective_date", "expiry_date"):
+                frame[col] = pd.to_datetime(frame[col]).astype("datetime64[us]")
             load_frame(self.conn, "dim_customers", frame)
-        return {"inserted": len(plan.inserts), "expired": len(plan.expire), "extended": len(plan.extend)}
+        changed_keys = {e["customer_key"] for e in plan.expire + plan.extend}
+        self.repoint.update(self.versions.loc[self.versions["customer_key"].isin(changed_keys), "customer_id"])
+        self.customer_changes.update({"inserted": len(plan.inserts), "expired": len(plan.expire), "extended": len(plan.extend)})
+        self._refresh_versions()
+
+    # -- surrogate keys ----------------------------------------------------------------------
+
+    def _with_keys(self, fresh: pd.DataFrame) -> pd.DataFrame:
+        facts = fresh.assign(
+            run_id=self.run_id,
+            unit_price=fresh["unit_price_milli"] / PRICE_SCALE,
+            line_total=fresh["line_total_milli"] / PRICE_SCALE,
+            product_key=fresh["stock_code"].map(self.product_keys),
+            customer_key=self._customer_keys(fresh),
+        )
+        if facts["product_key"].isna().any() or facts["customer_key"].isna().any():
+            raise RuntimeError("internal error: a fact has no dimension key; the run was rolled back")
+        return facts.astype({"product_key": "int64", "customer_key": "int64"})
+
+    def _customer_keys(self, fresh: pd.DataFrame) -> pd.Series:
+        keys = pd.Series(-1.0, index=fresh.index)
+        known = fresh[fresh["customer_id"].notna()]
+        if known.empty:
+            return keys
+        left = known[["customer_id", "transaction_datetime"]].reset_index().sort_values("transaction_datetime", kind="stable")
+        right = self.versions.sort_values("effective_date", kind="stable")
+        matched = pd.merge_asof(
+            left, right[["customer_id", "effective_date", "customer_key"]],
+            left_on="transaction_datetime", right_on="effective_date", by="customer_id", direction="backward",
+        )  # fmt: skip
+        keys.loc[matched["index"].to_numpy()] = matched["customer_key"].to_numpy(dtype="float64")
+        return keys
+
+
+def _isin_sorted(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
+    if len(sorted_pool) == 0 or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_pool, values), len(sorted_pool) - 1)
+    return sorted_pool[pos] == values
 
 
 def _ts(value: object) -> str | None:
