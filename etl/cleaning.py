@@ -19,6 +19,8 @@ from etl.columns import SOURCE_COLUMNS
 from etl.identity import DuplicateTracker, line_identity
 
 PRICE_SCALE = 1000  # prices and totals are exact integers of thousandths
+# A fact cannot exist without these, whatever rules.required_fields says.
+STRUCTURAL_FIELDS = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice")
 _INT = r"[+-]?\d{1,15}"
 _PRICE = r"[+-]?(?:\d{1,12}(?:\.\d{0,3})?|\.\d{1,3})"
 _CUSTOMER = r"\d{1,15}(?:\.0*)?"
@@ -111,7 +113,7 @@ class Cleaner:
         raw = frame.reset_index(drop=True)
         t = _trimmed(raw)
         reasons = pd.DataFrame(index=t.index)
-        for col in self.rules.required_fields:
+        for col in dict.fromkeys([*STRUCTURAL_FIELDS, *self.rules.required_fields]):
             reasons[f"missing_{_SNAKE[col]}"] = t[col] == ""
 
         q_ok = t["Quantity"].str.fullmatch(_INT)
@@ -153,9 +155,10 @@ class Cleaner:
 
     def _accepted(self, t, quantity, price, when, customer, line_id, rows) -> pd.DataFrame:
         invoice = t["InvoiceNo"]
-        ttype = np.where(
-            invoice.str.startswith("A"), "adjustment", np.where((quantity < 0) | invoice.str.startswith("C"), "return", "sale")
-        )
+        adjustment = t["StockCode"].isin(self.rules.price_exempt_stock_codes)
+        for prefix in self.rules.price_exempt_invoice_prefixes:
+            adjustment |= invoice.str.startswith(prefix)
+        ttype = np.where(adjustment, "adjustment", np.where((quantity < 0) | invoice.str.startswith("C"), "return", "sale"))
         return pd.DataFrame(
             {
                 "line_id": line_id,

@@ -79,5 +79,5 @@ class DuplicateTracker:
         ids = hashes.copy()
         repeat = occurrence > 1
         if repeat.any():
-            ids[repeat] = _mix(hashes[repeat] + occurrence[repeat].astype(np.uint64))
+            ids[repeat] = _mix(hashes[repeat] ^ _mix(occurrence[repeat].astype(np.uint64)))
         return ids.view(np.int64)

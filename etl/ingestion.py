@@ -110,7 +110,6 @@ def _scan(path: Path, compression: str | None) -> tuple[str, str, bytes]:
                 if utf8 is not None:
                     try:
                         utf8.decode(block)
-                        continue
                     except UnicodeDecodeError:
                         utf8 = None
                 if cp1252_ok:
@@ -126,14 +125,13 @@ def _scan(path: Path, compression: str | None) -> tuple[str, str, bytes]:
 
 def _header(path: Path, head: bytes, encoding: str, delimiter: str) -> list[str]:
     text = head.decode(encoding, errors="replace").lstrip("\ufeff")
-    first = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=delimiter), [])
-    header = [h.strip() for h in first]
-    by_key = {h.lower().replace(" ", "").replace("_", ""): h for h in header}
-    missing = [c for c in SOURCE_COLUMNS if c.lower() not in by_key]
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=delimiter), [])
+    keys = {_key(h) for h in header}
+    missing = [c for c in SOURCE_COLUMNS if c.lower() not in keys]
     if missing:
+        found = ", ".join(h.strip() for h in header) or "(nothing)"
         raise SourceError(
-            f"{path}: required column(s) {', '.join(missing)} not found in the header line; "
-            f"found: {', '.join(header) or '(nothing)'}. Expected: {', '.join(SOURCE_COLUMNS)}"
+            f"{path}: required column(s) {', '.join(missing)} not found in the header line; found: {found}. Expected: {', '.join(SOURCE_COLUMNS)}"
         )
     if "\n" not in text.rstrip("\r\n") and len(head) < _BLOCK:
         raise SourceError(f"{path}: has a header line but no data rows")
@@ -158,24 +156,29 @@ def inspect_source(path: Path, encoding: str = "auto", delimiter: str = ",") -> 
     return SourceInfo(path, checksum, chosen, path.stat().st_size, header, compression, per_row)
 
 
-def _column_types(info: SourceInfo) -> dict[str, pa.DataType]:
-    return {h: pa.string() for h in info.header}
+def _key(name: str) -> str:
+    """Header names compare without case, spaces and underscores."""
+    return name.strip().lower().replace(" ", "").replace("_", "")
 
 
 def _canonical_names(info: SourceInfo) -> dict[str, str]:
+    """Raw header name (as pyarrow sees it) -> canonical source column."""
     wanted = {c.lower(): c for c in SOURCE_COLUMNS}
-    return {
-        h: wanted[h.lower().replace(" ", "").replace("_", "")] for h in info.header if h.lower().replace(" ", "").replace("_", "") in wanted
-    }
+    return {h: wanted[_key(h)] for h in info.header if _key(h) in wanted}
 
 
 def read_chunks(info: SourceInfo, chunk_size: int, delimiter: str = ",") -> Iterator[Chunk]:
-    """Yield chunks of about `chunk_size` rows; every physical record is in exactly one chunk."""
-    malformed: list[tuple[int, str, str]] = []
+    """Yield chunks of about `chunk_size` rows; every record is in exactly one chunk.
+
+    Source rows are record numbers (1 = first data row). pyarrow parses one block ahead, so a
+    malformed line may be reported before the rows in front of it are returned: malformed
+    records wait in `bad` until the chunk whose span contains them is cut.
+    """
+    bad: list[tuple[int, str, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         detail = f"expected {row.expected_columns} fields, found {row.actual_columns}"
-        malformed.append((int(row.number or 0) - 1, row.text, detail))
+        bad.append((int(row.number or 0) - 1, row.text, detail))
         return "skip"
 
     names = _canonical_names(info)
@@ -184,20 +187,44 @@ def read_chunks(info: SourceInfo, chunk_size: int, delimiter: str = ",") -> Iter
         read_options=pacsv.ReadOptions(block_size=_block_size(info, chunk_size), use_threads=False, encoding=info.encoding),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            column_types=_column_types(info), strings_can_be_null=False, quoted_strings_can_be_null=False, include_columns=list(names)
+            column_types={h: pa.string() for h in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            include_columns=list(names),
         ),
     )
-    next_row, pending, pending_rows = 1, [], 0
+    first, pending = 1, None
     for batch in _batches(info, reader):
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        if pending_rows >= chunk_size or malformed:
-            chunk, next_row = _make_chunk(pending, malformed, next_row, names)
-            malformed, pending, pending_rows = [], [], 0
+        pending = pa.Table.from_batches([batch]) if pending is None else pa.concat_tables([pending, pa.Table.from_batches([batch])])
+        while pending.num_rows >= chunk_size:
+            chunk, first = _make_chunk(pending.slice(0, chunk_size), bad, first, names, final=False)
+            pending = pending.slice(chunk_size)
             yield chunk
-    if pending or malformed:
-        chunk, next_row = _make_chunk(pending, malformed, next_row, names)
+    if (pending is not None and pending.num_rows) or bad:
+        chunk, first = _make_chunk(pending, bad, first, names, final=True)
         yield chunk
+
+
+def _valid_rows(first: int, n_valid: int, bad_rows: list[int]) -> np.ndarray:
+    """Record numbers of `n_valid` rows starting at `first`, skipping malformed records."""
+    span = np.arange(first, first + n_valid + len(bad_rows), dtype=np.int64)
+    return span[~np.isin(span, bad_rows)][:n_valid] if bad_rows else span[:n_valid]
+
+
+def _make_chunk(
+    table: pa.Table | None, bad: list[tuple[int, str, str]], first: int, names: dict[str, str], final: bool
+) -> tuple[Chunk, int]:
+    n_valid = table.num_rows if table is not None else 0
+    bad.sort()
+    rows = _valid_rows(first, n_valid, [r for r, _, _ in bad])
+    last = int(rows[-1]) if n_valid else first - 1
+    mine = list(bad) if final else [b for b in bad if b[0] <= last]
+    bad[:] = [] if final else [b for b in bad if b[0] > last]
+    if table is None:
+        frame = pd.DataFrame({c: pd.Series([], dtype="str") for c in SOURCE_COLUMNS})
+    else:
+        frame = table.rename_columns([names[c] for c in table.column_names]).to_pandas()[list(SOURCE_COLUMNS)]
+    return Chunk(frame, rows, mine), last + 1
 
 
 def _block_size(info: SourceInfo, chunk_size: int) -> int:
@@ -214,20 +241,3 @@ def _batches(info: SourceInfo, reader: pacsv.CSVStreamingReader) -> Iterator[pa.
         except pa.ArrowInvalid as exc:
             raise SourceError(f"{info.path}: cannot be parsed as CSV ({exc}); check quoting and the delimiter") from None
         yield batch
-
-
-def _make_chunk(
-    batches: list[pa.RecordBatch], malformed: list[tuple[int, str, str]], first: int, names: dict[str, str]
-) -> tuple[Chunk, int]:
-    table = pa.Table.from_batches(batches) if batches else None
-    n_valid = table.num_rows if table is not None else 0
-    bad_rows = sorted(r for r, _, _ in malformed)
-    span = np.arange(first, first + n_valid + len(bad_rows), dtype=np.int64)
-    rows = span[~np.isin(span, bad_rows)][:n_valid] if bad_rows else span
-    if table is None:
-        frame = pd.DataFrame({c: pd.Series([], dtype="str") for c in SOURCE_COLUMNS})
-    else:
-        frame = table.rename_columns([names[c] for c in table.column_names]).to_pandas()
-        frame = frame[list(SOURCE_COLUMNS)]
-    last = int(max(span[-1] if len(span) else first - 1, bad_rows[-1] if bad_rows else 0))
-    return Chunk(frame, rows, list(malformed)), last + 1

@@ -1,0 +1,102 @@
+"""Line identity hashing and the cross-chunk duplicate tracker."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from etl.columns import SOURCE_COLUMNS
+from etl.identity import DuplicateTracker, line_identity
+
+ROW = ["536365", "85123A", "WHITE HANGING HEART", "6", "2010-12-01 08:26:00", "2550", "17850", "United Kingdom"]
+
+
+def _frame(*rows: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=list(SOURCE_COLUMNS), dtype="str")
+
+
+def test_line_identity_is_deterministic_uint64():
+    first = line_identity(_frame(ROW, ROW))
+    again = line_identity(_frame(ROW))
+    assert first.dtype == np.uint64
+    assert len(first) == 2
+    assert first[0] == first[1] == again[0]
+
+
+@pytest.mark.parametrize("column", range(len(SOURCE_COLUMNS)))
+def test_line_identity_differs_when_any_field_differs(column):
+    other = list(ROW)
+    other[column] = other[column] + "X"
+    hashes = line_identity(_frame(ROW, other))
+    assert hashes[0] != hashes[1]
+
+
+def test_line_identity_separates_fields():
+    # Moving a character across a field boundary must change the hash.
+    a = pd.DataFrame({"x": ["ab"], "y": ["c"]}, dtype="str")
+    b = pd.DataFrame({"x": ["a"], "y": ["bc"]}, dtype="str")
+    assert line_identity(a)[0] != line_identity(b)[0]
+
+
+def test_line_identity_of_empty_frame():
+    out = line_identity(_frame())
+    assert out.dtype == np.uint64
+    assert len(out) == 0
+
+
+def test_occurrences_within_one_chunk():
+    tracker = DuplicateTracker()
+    hashes = np.array([5, 7, 5, 9, 5, 7], dtype=np.uint64)
+    assert tracker.occurrences(hashes).tolist() == [1, 1, 2, 1, 3, 2]
+
+
+def test_occurrences_across_chunks():
+    tracker = DuplicateTracker()
+    assert tracker.occurrences(np.array([1, 2, 3], dtype=np.uint64)).tolist() == [1, 1, 1]
+    assert tracker.occurrences(np.array([3, 4, 1, 3], dtype=np.uint64)).tolist() == [2, 1, 2, 3]
+    assert tracker.occurrences(np.array([4, 5, 3], dtype=np.uint64)).tolist() == [2, 1, 4]
+    assert tracker.occurrences(np.array([], dtype=np.uint64)).tolist() == []
+    assert tracker.occurrences(np.array([2, 6], dtype=np.uint64)).tolist() == [2, 1]
+
+
+def test_occurrences_many_chunks_match_a_counter():
+    rng = np.random.default_rng(20101201)
+    tracker = DuplicateTracker()
+    counter: Counter[int] = Counter()
+    history: list[np.ndarray] = []
+    for i in range(40):
+        size = int(rng.integers(1, 400))
+        chunk = rng.integers(0, np.iinfo(np.uint64).max, size=size, dtype=np.uint64, endpoint=True)
+        if history:
+            # plant repeats of earlier chunks (old and recent) and within the chunk itself
+            earlier = np.concatenate(history)
+            picks = earlier[rng.integers(0, len(earlier), size=min(30, size))]
+            chunk[: len(picks)] = picks
+        chunk[-1] = chunk[0]
+        if i % 7 == 0:
+            chunk = np.concatenate([chunk, np.array([np.iinfo(np.uint64).max, 0], dtype=np.uint64)])
+        rng.shuffle(chunk)
+        expected = []
+        for h in chunk.tolist():
+            counter[h] += 1
+            expected.append(counter[h])
+        assert tracker.occurrences(chunk).tolist() == expected, f"chunk {i}"
+        history.append(chunk)
+    assert sum(c > 1 for c in counter.values()) > 100  # the planted repeats were exercised
+
+
+def test_identity_keeps_first_hash_and_separates_repeats():
+    h = np.array([0x8000000000000001, 0x8000000000000001, 0x8000000000000001, 42], dtype=np.uint64)
+    occ = np.array([1, 2, 3, 1], dtype=np.int64)
+    ids = DuplicateTracker.identity(h, occ)
+    assert ids.dtype == np.int64
+    assert ids[0] == np.array([0x8000000000000001], dtype=np.uint64).view(np.int64)[0]
+    assert ids[3] == 42
+    assert len({int(x) for x in ids[:3]}) == 3
+    # deterministic: the same (hash, occurrence) pairs give the same identities
+    assert DuplicateTracker.identity(h, occ).tolist() == ids.tolist()
+    # and the input hashes are not modified
+    assert h.tolist() == [0x8000000000000001] * 3 + [42]
