@@ -7,14 +7,30 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from database.models import SQLITE_TS_FORMAT
+
+
+@contextmanager
+def _driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
+    """A raw DBAPI cursor whose errors surface as SQLAlchemy DBAPIError, like every other statement."""
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        yield cursor
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
@@ -33,11 +49,9 @@ def copy_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:
     pacsv.write_csv(_arrow(frame), buf, write_options=pacsv.WriteOptions(include_header=False))
     buf.seek(0)
     columns = ", ".join(f'"{c}"' for c in frame.columns)
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", buf)
-    finally:
-        cursor.close()
+    sql = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
+    with _driver_cursor(conn, sql) as cursor:
+        cursor.copy_expert(sql, buf)
     return len(frame)
 
 
@@ -47,11 +61,9 @@ def insert_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:
         return 0
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     marks = ", ".join("?" for _ in frame.columns)
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", _rows(_arrow(frame)))
-    finally:
-        cursor.close()
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+    with _driver_cursor(conn, sql) as cursor:
+        cursor.executemany(sql, _rows(_arrow(frame)))
     return len(frame)
 
 

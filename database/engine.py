@@ -52,6 +52,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": settings.sqlite_busy_timeout_s})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
             return engine
         if backend == "postgresql":
             return create_engine(
