@@ -112,6 +112,7 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
     try:
         if previous is not None and not options.force:
             _skip(summary, previous)
+            summary.duration_s = time.perf_counter() - wall
             with engine.begin() as conn:
                 ledger.close_run(conn, run_id, summary.status, started, summary.ledger_counts(), summary.message)
             return summary
