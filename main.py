@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -68,13 +69,20 @@ def _configure_logging(app: AppContext) -> None:
     configure_logging(settings.logging.level, log_file)
 
 
-def _register() -> None:
-    from config.commands import config_group
-    from database.commands import setup_command, test_command
-    from etl.commands import data_group, etl_command, runs_group
+COMMAND_PACKAGES = ("config", "database", "etl", "monitoring", "performance", "scheduling", "metadata")
 
-    for command in (setup_command, test_command, config_group, etl_command, runs_group, data_group):
-        cli.add_command(command)
+
+def _register() -> None:
+    """Add the commands each package lists in `<package>/commands.py` as COMMANDS."""
+    for package in COMMAND_PACKAGES:
+        try:
+            module = importlib.import_module(f"{package}.commands")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{package}.commands":
+                raise
+            continue
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
 
 _register()

@@ -32,3 +32,6 @@ def validate(file: Path) -> None:
     read_config_file(file)
     Settings.model_validate(read_config_file(file))
     click.echo(f"{file}: OK")
+
+
+COMMANDS = (config_group,)

@@ -108,6 +108,64 @@ class ProductSettings(_Section):
     )
 
 
+class CheckOverride(_Section):
+    threshold: float | None = Field(None, ge=0, le=1, description="pass when the check's score is at least this")
+    blocking: bool | None = Field(None, description="a failure fails the run (true) or only warns (false)")
+
+
+class QualitySettings(_Section):
+    completeness: float = Field(0.95, ge=0, le=1, description="minimum completeness score (share of non-null required values)")
+    validity: float = Field(0.90, ge=0, le=1, description="minimum validity score (formats and domains)")
+    uniqueness: float = Field(0.99, ge=0, le=1, description="minimum uniqueness score")
+    accuracy: float = Field(0.85, ge=0, le=1, description="minimum accuracy score (business rules)")
+    consistency: float = Field(1.0, ge=0, le=1, description="minimum consistency score (keys resolve, SCD2 ranges sound)")
+    anomaly: float = Field(0.10, ge=0, le=1, description="relative drop of a metric against its history that counts as an anomaly")
+    anomaly_z: float = Field(3.5, gt=0, description="robust z-score beyond which a metric is anomalous")
+    anomaly_window: int = Field(20, ge=3, le=1000, description="runs of history a metric is compared with")
+    anomaly_min_history: int = Field(5, ge=2, description="fewer runs than this: reported as 'insufficient history', not as normal")
+    freshness_max_age_days: float = Field(2.0, gt=0, description="the last successful load older than this is stale")
+    data_start: date = Field(date(2009, 1, 1), description="transactions before this date fail the accuracy check")
+    on_failure: Literal["fail", "warn"] = Field(
+        "fail", description="a failing blocking check fails the run (fail) or is only reported (warn)"
+    )
+    sample_size: int = Field(5, ge=0, le=100, description="offending values kept with each failing check")
+    checks: dict[str, CheckOverride] = Field(default_factory=dict, description="per-check overrides by check name: threshold, blocking")
+
+
+class AlertChannel(_Section):
+    name: str = Field(..., min_length=1, description="channel name used by `alerts test --channel`")
+    type: Literal["log", "file", "webhook", "email"] = Field(..., description="log, file (JSON lines), webhook (HTTP POST) or email (SMTP)")
+    min_severity: Literal["info", "warning", "critical"] = Field("warning", description="lowest severity sent on this channel")
+    path: str | None = Field(None, description="file channel: JSON-lines file")
+    url: str | None = Field(None, description="webhook channel: URL to POST to")
+    timeout_s: float = Field(5.0, gt=0, description="webhook/email: network timeout")
+    smtp_host: str | None = Field(None, description="email channel: SMTP server")
+    smtp_port: int = Field(25, ge=1, le=65535, description="email channel: SMTP port")
+    sender: str | None = Field(None, description="email channel: From address")
+    recipients: list[str] = Field(default_factory=list, description="email channel: To addresses")
+
+
+class AlertSettings(_Section):
+    channels: list[AlertChannel] = Field(
+        default_factory=lambda: [AlertChannel(name="log", type="log")], description="where alerts are sent"
+    )
+    cooldown_minutes: float = Field(60.0, ge=0, description="the same alert is not sent again within this time")
+    max_retries: int = Field(3, ge=0, le=20, description="retries of a failing channel (with backoff) before giving up")
+
+
+class SchedulerSettings(_Section):
+    pid_file: str = Field("data/scheduler.pid", description="PID file of the scheduler daemon (relative to the project folder)")
+    max_retries: int = Field(3, ge=0, le=50, description="retries of a job after a transient failure (database unreachable)")
+    retry_backoff_s: float = Field(5.0, ge=0, description="first retry delay in seconds; doubles on each retry")
+    catch_up: Literal["once", "skip"] = Field(
+        "once", description="a run missed while the daemon was down: run it once at start-up, or skip it"
+    )
+    settle_seconds: float = Field(2.0, ge=0, description="a dropped file whose size changed within this time is still being written: wait")
+    archive_dir: str | None = Field(
+        None, description="move files loaded by folder jobs here (relative to the project folder); empty keeps them"
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="console log level")
     file: str = Field("logs/rdp.log", description="JSON-lines log file (relative to the project folder); empty to disable")
@@ -118,6 +176,9 @@ class Settings(_Section):
     etl: EtlSettings = Field(default_factory=EtlSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)
     products: ProductSettings = Field(default_factory=ProductSettings)
+    quality_rules: QualitySettings = Field(default_factory=QualitySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     def resolve_path(self, value: str) -> Path:
@@ -248,8 +309,9 @@ def describe_settings(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for section_name, section_field in Settings.model_fields.items():
         section = getattr(settings, section_name)
+        plain = section.model_dump(mode="json")
         for key, field_info in type(section).model_fields.items():
-            value = getattr(section, key)
+            value = plain[key]
             if isinstance(value, str) and "://" in value:
                 value = mask_url(value)
             rows.append({"setting": f"{section_name}.{key}", "value": value, "description": field_info.description or ""})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,8 +36,22 @@ class HealthReport:
     writable: bool
 
 
+MODEL_MODULES = ("monitoring.models", "scheduling.models", "metadata.models", "performance.models")
+
+
+def load_all_models() -> None:
+    """Import the table models other packages define on the shared Base, so set-up creates them."""
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
 def missing_tables(engine: Engine) -> list[str]:
     """Warehouse tables that do not exist yet."""
+    load_all_models()
     existing = set(inspect(engine).get_table_names())
     return [t for t in Base.metadata.tables if t not in existing]
 
@@ -46,6 +61,7 @@ def setup_schema(engine: Engine) -> SetupResult:
     try:
         missing = missing_tables(engine)
         with engine.begin() as conn:
+            load_all_models()
             Base.metadata.create_all(conn, checkfirst=True)
             exists = conn.execute(select(DimCustomer.customer_key).where(DimCustomer.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
             if exists is None:

@@ -138,3 +138,6 @@ def data_generate(rows: int, seed: int, output: Path, fmt: str) -> None:
         raise PlatformError(f"cannot generate {output}: {exc}") from None
     data = {k: str(v) if isinstance(v, Path) else round(v, 3) if isinstance(v, float) else v for k, v in result.__dict__.items()}
     emit(data, fmt, table([{"": k, "value": v} for k, v in data.items()], title="Generated sample", columns=["", "value"]))
+
+
+COMMANDS = (etl_command, runs_group, data_group)

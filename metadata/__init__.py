@@ -1,0 +1,1 @@
+"""Catalog, lineage, data versions, exports, generated docs."""

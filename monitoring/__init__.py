@@ -1,0 +1,1 @@
+"""Data quality checks and scores, anomaly detection, alert channels."""

@@ -1,0 +1,1 @@
+"""Query cache, partitions, indexes, query analysis, aggregates."""

@@ -1,0 +1,1 @@
+"""Job definitions and the scheduler daemon."""
