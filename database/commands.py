@@ -44,3 +44,6 @@ def test_command(app, fmt: str) -> None:
     emit(report.__dict__, fmt, table(rows, title="Warehouse check"))
     if report.missing_tables:
         raise click.exceptions.Exit(1)
+
+
+COMMANDS = (setup_command, test_command)

@@ -66,6 +66,8 @@ class EtlRun(Base):
     message: Mapped[str | None] = mapped_column(Text, comment="why the run ended as it did (error or skip reason)")
     pid: Mapped[int | None] = mapped_column(Integer, comment="process id of the run")
     host: Mapped[str | None] = mapped_column(String(255), comment="machine that ran it")
+    kind: Mapped[str] = mapped_column(String(20), default="load", server_default="load", comment="load, replay or rollback")
+    rolled_back_by: Mapped[int | None] = mapped_column(Integer, comment="the rollback run that undid this run")
 
 
 class DimCustomer(Base):
@@ -118,6 +120,7 @@ class DimDate(Base):
     is_weekend: Mapped[bool] = mapped_column(Boolean, comment="Saturday or Sunday")
     is_uk_bank_holiday: Mapped[bool] = mapped_column(Boolean, comment="a bank holiday in England and Wales")
     holiday_name: Mapped[str | None] = mapped_column(String(100), comment="name of the bank holiday")
+    created_run_id: Mapped[int | None] = mapped_column(Integer, comment="run that added the date")
 
 
 class FactSales(Base):
@@ -177,3 +180,41 @@ class Quarantine(Base):
     quarantined_at: Mapped[datetime] = mapped_column(
         TIMESTAMP, server_default=text("CURRENT_TIMESTAMP"), comment="when it was quarantined (UTC)"
     )
+
+
+class DimProductHistory(Base):
+    __tablename__ = "dim_products_history"
+    __table_args__ = (
+        Index("ix_dim_products_history_run", "run_id"),
+        {"comment": "Values of dim_products rows before a run overwrote them (SCD1 keeps no history itself); used by rollback"},
+    )
+
+    history_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True, comment="id, in change order"
+    )
+    run_id: Mapped[int] = mapped_column(Integer, comment="run that changed the product")
+    product_key: Mapped[int] = mapped_column(Integer, comment="the product changed")
+    description: Mapped[str | None] = mapped_column(Text, comment="description before the change")
+    current_unit_price: Mapped[float] = mapped_column(MONEY, comment="unit price before the change")
+    price_as_of: Mapped[datetime] = mapped_column(TIMESTAMP, comment="price_as_of before the change")
+    category: Mapped[str] = mapped_column(String(30), comment="category before the change")
+    is_merchandise: Mapped[bool] = mapped_column(Boolean, comment="is_merchandise before the change")
+    updated_run_id: Mapped[int | None] = mapped_column(Integer, comment="updated_run_id before the change")
+
+
+class DimCustomerHistory(Base):
+    __tablename__ = "dim_customers_history"
+    __table_args__ = (
+        Index("ix_dim_customers_history_run", "run_id"),
+        {"comment": "Values of dim_customers versions before a run expired or extended them; used by rollback"},
+    )
+
+    history_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True, comment="id, in change order"
+    )
+    run_id: Mapped[int] = mapped_column(Integer, comment="run that changed the version")
+    customer_key: Mapped[int] = mapped_column(Integer, comment="the version changed")
+    effective_date: Mapped[datetime] = mapped_column(TIMESTAMP, comment="effective_date before the change")
+    expiry_date: Mapped[datetime | None] = mapped_column(TIMESTAMP, comment="expiry_date before the change")
+    is_current: Mapped[bool] = mapped_column(Boolean, comment="is_current before the change")
+    expired_run_id: Mapped[int | None] = mapped_column(Integer, comment="expired_run_id before the change")

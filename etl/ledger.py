@@ -28,13 +28,13 @@ def close_stale_runs(engine: Engine) -> list[int]:
     return stale
 
 
-def open_run(engine: Engine, job_name: str, source: str, checksum: str | None, encoding: str | None) -> int:
+def open_run(engine: Engine, job_name: str, source: str, checksum: str | None, encoding: str | None, kind: str = "load") -> int:
     """Insert a 'running' ledger row in its own transaction and return its run id."""
     with engine.begin() as conn:
         result = conn.execute(
             insert(EtlRun).values(
                 job_name=job_name, source=source, source_checksum=checksum, encoding=encoding, status="running",
-                started_at=utcnow(), pid=os.getpid(), host=socket.gethostname(),
+                started_at=utcnow(), pid=os.getpid(), host=socket.gethostname(), kind=kind,
             )
         )  # fmt: skip
         return int(result.inserted_primary_key[0])

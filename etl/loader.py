@@ -72,7 +72,22 @@ WHERE excluded.price_as_of >= dim_products.price_as_of
        OR excluded.category <> dim_products.category)
 """
 
-_REPOINT_FACTS = """
+_SAVE_PRODUCTS = """
+INSERT INTO dim_products_history (run_id, product_key, description, current_unit_price, price_as_of, category, is_merchandise, updated_run_id)
+SELECT :run, p.product_key, p.description, p.current_unit_price, p.price_as_of, p.category, p.is_merchandise, p.updated_run_id
+FROM dim_products p JOIN stg_products s ON s.stock_code = p.stock_code
+WHERE p.created_run_id <> :run AND s.transaction_datetime >= p.price_as_of
+  AND (COALESCE(NULLIF(s.description, ''), p.description, '') <> COALESCE(p.description, '')
+       OR s.unit_price <> p.current_unit_price OR s.product_category <> p.category)
+"""
+
+_SAVE_CUSTOMERS = """
+INSERT INTO dim_customers_history (run_id, customer_key, effective_date, expiry_date, is_current, expired_run_id)
+SELECT :run, customer_key, effective_date, expiry_date, is_current, expired_run_id FROM dim_customers
+WHERE customer_key IN :keys AND (created_run_id IS NULL OR created_run_id <> :run)
+"""
+
+REPOINT_FACTS = """
 UPDATE fact_sales SET customer_key = (
     SELECT v.customer_key FROM dim_customers old JOIN dim_customers v ON v.customer_id = old.customer_id
     WHERE old.customer_key = fact_sales.customer_key AND v.effective_date <= fact_sales.transaction_datetime
@@ -165,7 +180,7 @@ class WarehouseLoader:
         with self.timed("repoint_facts"):
             keys = self.versions.loc[self.versions["customer_id"].isin(self.repoint), "customer_key"].astype(int).tolist()
             if keys:
-                self.conn.execute(text(_REPOINT_FACTS).bindparams(bindparam("keys", expanding=True)), {"keys": keys})
+                self.conn.execute(text(REPOINT_FACTS).bindparams(bindparam("keys", expanding=True)), {"keys": keys})
         with self.timed("dim_products"):
             row = self.conn.execute(
                 text(
@@ -215,7 +230,7 @@ class WarehouseLoader:
     def _load_dates(self, fresh: pd.DataFrame) -> None:
         new_keys = sorted(set(fresh["date_key"].unique().tolist()) - self.date_keys)
         if new_keys:
-            self.dates_inserted += load_frame(self.conn, "dim_date", date_rows(new_keys))
+            self.dates_inserted += load_frame(self.conn, "dim_date", date_rows(new_keys).assign(created_run_id=self.run_id))
             self.date_keys.update(new_keys)
 
     def _upsert_products(self, fresh: pd.DataFrame) -> None:
@@ -227,6 +242,7 @@ class WarehouseLoader:
         candidates["unit_price"] = candidates["unit_price_milli"] / PRICE_SCALE
         self.conn.execute(text("DELETE FROM stg_products"))
         load_frame(self.conn, "stg_products", candidates[_PRODUCT_COLUMNS])
+        self._sql(_SAVE_PRODUCTS, run=self.run_id)
         self._sql(_UPSERT_PRODUCTS, run=self.run_id)
         new_codes = set(candidates["stock_code"]) - self.product_keys.keys()
         if new_codes:
@@ -251,6 +267,9 @@ class WarehouseLoader:
         if not (plan.inserts or plan.expire or plan.extend):
             return
         run = self.run_id
+        changed_keys = sorted({e["customer_key"] for e in plan.expire + plan.extend})
+        if changed_keys:
+            self.conn.execute(text(_SAVE_CUSTOMERS).bindparams(bindparam("keys", expanding=True)), {"run": run, "keys": changed_keys})
         if plan.expire:
             self.conn.execute(
                 text(
@@ -268,7 +287,6 @@ class WarehouseLoader:
             for col in ("effective_date", "expiry_date"):
                 frame[col] = pd.to_datetime(frame[col]).astype("datetime64[us]")
             load_frame(self.conn, "dim_customers", frame)
-        changed_keys = {e["customer_key"] for e in plan.expire + plan.extend}
         self.repoint.update(self.versions.loc[self.versions["customer_key"].isin(changed_keys), "customer_id"])
         self.customer_changes.update({"inserted": len(plan.inserts), "expired": len(plan.expire), "extended": len(plan.extend)})
         self._refresh_versions()
