@@ -1,6 +1,8 @@
-"""`versions list|show|diff|rollback`."""
+"""`versions list|show|diff|rollback`, `metadata tables|columns|lineage|export`, `docs generate`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -93,4 +95,130 @@ def versions_rollback(app, version: int, yes: bool, dry_run: bool, fmt: str) -> 
     emit(data, fmt, table([{"change": k, "rows": f"{n:,}"} for k, n in totals.items()], title=title))
 
 
-COMMANDS = (versions_group,)
+@click.group("metadata")
+def metadata_group() -> None:
+    """Catalog, lineage and exports of the warehouse's metadata."""
+
+
+@metadata_group.command("tables")
+@_FORMAT
+@click.pass_obj
+def metadata_tables(app, fmt: str) -> None:
+    """Every table with kind, rows, size, last load and description."""
+    from metadata.catalog import list_tables
+
+    infos = [t.__dict__ for t in list_tables(app.engine)]
+    shown = [
+        {
+            "table": t["name"],
+            "kind": t["kind"],
+            "rows": "-" if t["rows"] is None else f"{t['rows']:,}",
+            "size": _size(t["size_bytes"]),
+            "description": t["description"],
+        }
+        for t in infos
+    ]
+    emit(infos, fmt, table(shown, title="Tables"))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@metadata_group.command("columns")
+@click.argument("table_name")
+@_FORMAT
+@click.pass_obj
+def metadata_columns(app, table_name: str, fmt: str) -> None:
+    """Columns of TABLE_NAME with type, nullability, description, null share and distinct count."""
+    from metadata.catalog import list_columns
+
+    cols = list_columns(app.engine, table_name)
+    emit(cols, fmt, table(cols, title=f"Columns of {table_name}"))
+
+
+@metadata_group.command("lineage")
+@click.option("--run", "run_id", type=int, help="one run")
+@click.option("--table", "table_name", help="runs that wrote to this table")
+@click.option("--sales-key", type=int, help="where one fact row came from")
+@click.option("--format", "fmt", type=click.Choice(["tree", "mermaid", "json"]), default="tree", show_default=True)
+@click.pass_obj
+def metadata_lineage(app, run_id: int | None, table_name: str | None, sales_key: int | None, fmt: str) -> None:
+    """Source -> cleaning -> tables of each load, column mappings, or the origin of one fact."""
+    from metadata import lineage as lin
+
+    if sales_key is not None:
+        origin = lin.fact_origin(app.engine, sales_key)
+        emit(
+            origin,
+            "json" if fmt == "json" else "table",
+            table([{"": k, "value": v} for k, v in origin.items()], title=f"Origin of fact {sales_key}", columns=["", "value"]),
+        )
+        return
+    runs = lin.lineage(app.engine, run_id, table_name)
+    if fmt == "mermaid":
+        click.echo(lin.mermaid(runs))
+    elif fmt == "json":
+        emit(runs, "json")
+    else:
+        emit(runs, "table", _tree(runs))
+
+
+def _tree(runs: list[dict]):
+    from rich.tree import Tree
+
+    root = Tree("lineage")
+    for r in runs:
+        node = root.add(
+            f"run {r['run_id']} ({r['status']}): {r['source']['location']} — {r['source']['rows']:,} rows, sha256 {str(r['source']['checksum'])[:12]}"
+        )
+        cleaning = node.add(
+            f"cleaning: {r['cleaning']['accepted']:,} accepted ({r['cleaning']['already_loaded']:,} already loaded), {r['cleaning']['quarantined']:,} quarantined"
+        )
+        for reason, n in r["cleaning"]["quarantined_by_reason"].items():
+            cleaning.add(f"{reason}: {n:,}")
+        for target, changes in r["targets"].items():
+            node.add(f"{target}: " + ", ".join(f"{k} {v:,}" for k, v in changes.items()))
+    return root
+
+
+@metadata_group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["json", "markdown", "openlineage"]), default="json", show_default=True)
+@click.option("--complete", is_flag=True, help="include column statistics (null share, distinct counts): scans every table")
+@click.option("--filename", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of standard output")
+@click.pass_obj
+def metadata_export(app, fmt: str, complete: bool, filename: Path | None) -> None:
+    """Export the catalog, lineage and versions (OpenLineage: one START/COMPLETE pair per load)."""
+    from metadata.export import render
+
+    content = render(app.engine, fmt, complete)
+    if filename is None:
+        click.echo(content, nl=False)
+        return
+    filename.write_text(content, encoding="utf-8")
+    click.echo(f"wrote {filename} ({len(content):,} bytes)", err=True)
+
+
+@click.group("docs")
+def docs_group() -> None:
+    """Generated documentation."""
+
+
+@docs_group.command("generate")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.pass_obj
+def docs_generate(app, output_dir: Path) -> None:
+    """(Re)write schema.md, data_dictionary.md, lineage.md and quality.md from the live metadata."""
+    from metadata.docs import generate
+
+    for page, changed in generate(app.engine, output_dir).items():
+        click.echo(f"{output_dir / page}: {'updated' if changed else 'unchanged'}")
+
+
+COMMANDS = (versions_group, metadata_group, docs_group)

@@ -48,7 +48,7 @@ class RollbackResult:
 def list_versions(engine: Engine, limit: int = 50) -> list[dict]:
     """Versions newest first: successful loads, replays and rollbacks (and those rolled back)."""
     sql = text(
-        "SELECT run_id, kind, job_name, status, started_at, rows_loaded, rows_quarantined, source, rolled_back_by, message "
+        "SELECT run_id, kind, job_name, status, started_at, finished_at, rows_loaded, rows_quarantined, source, rolled_back_by, message "
         "FROM etl_runs WHERE status IN ('success', 'rolled_back') ORDER BY run_id DESC LIMIT :limit"
     )
     with engine.connect() as conn:
