@@ -93,3 +93,21 @@ def test_real_file_reconciles(run_cli: Cli, warehouse_url: str, real_file: Path,
     again = json.loads(run_cli("etl", "--source", str(real_file), "--format", "json").stdout)
     assert (again["status"], again["rows_loaded"], again["rows_already_loaded"]) == ("skipped", 0, 541_909)
     assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == facts
+
+
+def test_rollback_of_a_second_load_restores_the_real_file_state(run_cli: Cli, warehouse_url: str, real_file: Path, tmp_path: Path) -> None:
+    from etl.generator import generate_sales
+    from metadata.checksums import warehouse_checksums
+    from tests.test_cli_etl import _engine
+
+    assert run_cli("etl", "--source", str(real_file), "--format", "json").exit_code == 0
+    engine = _engine(warehouse_url)
+    before = warehouse_checksums(engine)
+    second = generate_sales(tmp_path / "later.csv", 30_000, seed=7)
+    summary = json.loads(run_cli("etl", "--source", str(second.path), "--format", "json").stdout)
+    assert summary["dimension_changes"]["dim_customers"]["expired"] > 0  # customers seen with new countries
+    assert warehouse_checksums(engine) != before
+    result = json.loads(run_cli("versions", "rollback", "2", "--yes", "--format", "json").stdout)
+    assert result["versions"] == [2]
+    assert warehouse_checksums(engine) == before
+    engine.dispose()
