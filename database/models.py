@@ -218,3 +218,30 @@ class DimCustomerHistory(Base):
     expiry_date: Mapped[datetime | None] = mapped_column(TIMESTAMP, comment="expiry_date before the change")
     is_current: Mapped[bool] = mapped_column(Boolean, comment="is_current before the change")
     expired_run_id: Mapped[int | None] = mapped_column(Integer, comment="expired_run_id before the change")
+
+
+class QuarantineReplayed(Base):
+    __tablename__ = "etl_quarantine_replayed"
+    __table_args__ = (
+        Index("ix_etl_quarantine_replayed_run", "replay_run_id"),
+        {"comment": "Quarantined rows that a replay loaded, as they were in the quarantine; rollback of the replay puts them back"},
+    )
+
+    quarantine_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False, comment="id it had in etl_quarantine"
+    )
+    replay_run_id: Mapped[int] = mapped_column(Integer, comment="the replay run that loaded it")
+    run_id: Mapped[int] = mapped_column(Integer, comment="run that had quarantined it")
+    line_id: Mapped[int] = mapped_column(BigInteger, comment="line identity")
+    source_row: Mapped[int] = mapped_column(BigInteger, comment="row number in the source")
+    reasons: Mapped[str] = mapped_column(String(300), comment="reason codes it was quarantined with")
+    invoice_no: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceNo")
+    stock_code: Mapped[str | None] = mapped_column(Text, comment="raw StockCode")
+    description: Mapped[str | None] = mapped_column(Text, comment="raw Description")
+    quantity: Mapped[str | None] = mapped_column(Text, comment="raw Quantity")
+    invoice_date: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceDate")
+    unit_price: Mapped[str | None] = mapped_column(Text, comment="raw UnitPrice")
+    customer_id: Mapped[str | None] = mapped_column(Text, comment="raw CustomerID")
+    country: Mapped[str | None] = mapped_column(Text, comment="raw Country")
+    raw_line: Mapped[str | None] = mapped_column(Text, comment="the whole line, when it could not be split into fields")
+    quarantined_at: Mapped[datetime] = mapped_column(TIMESTAMP, comment="when it was first quarantined (UTC)")

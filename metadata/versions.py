@@ -216,7 +216,18 @@ def undo_run(conn: Connection, run: int) -> dict[str, int]:
     changes["products_removed"] = run_sql("DELETE FROM dim_products WHERE created_run_id = :run")
     changes["dates_removed"] = run_sql("DELETE FROM dim_date WHERE created_run_id = :run")
     changes["facts_repointed"] = _repoint(conn, touched)
+    changes["quarantine_restored"] = _unreplay(conn, run)
     return changes
+
+
+def _unreplay(conn: Connection, run: int) -> int:
+    """Put rows a replay loaded back into the quarantine, as they were."""
+    cols = "quarantine_id, run_id, line_id, source_row, reasons, invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country, raw_line, quarantined_at"
+    restored = conn.execute(
+        text(f"INSERT INTO etl_quarantine ({cols}) SELECT {cols} FROM etl_quarantine_replayed WHERE replay_run_id = :run"), {"run": run}
+    ).rowcount
+    conn.execute(text("DELETE FROM etl_quarantine_replayed WHERE replay_run_id = :run"), {"run": run})
+    return restored
 
 
 def _restore(conn: Connection, run: int, history: str, table: str, key: str, columns: list[str]) -> int:
