@@ -134,8 +134,10 @@ class FactSales(Base):
         {"comment": "Sales lines (returns as negative quantities); one row per source line, loaded exactly once"},
     )
 
+    # sales_key values are assigned by the loader (max + 1 under the warehouse lock), so they
+    # need no sequence and work the same on a partitioned PostgreSQL table.
     sales_key: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True, comment="surrogate key"
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False, comment="surrogate key"
     )
     line_id: Mapped[int] = mapped_column(BigInteger, comment="line identity (hash of the canonical eight fields) for exactly-once loading")
     # No FOREIGN KEY constraints on the fact: its keys come from joins inside the load

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from database.errors import describe
 from database.models import UNKNOWN_CUSTOMER_KEY, Base, DimCustomer
+from database.partitions import create_partitioned_fact
 from utils.urls import mask_url
 
 UNKNOWN_SINCE = datetime(1900, 1, 1)
@@ -36,7 +37,7 @@ class HealthReport:
     writable: bool
 
 
-MODEL_MODULES = ("monitoring.models", "scheduling.models", "metadata.models", "performance.models")
+MODEL_MODULES = ("monitoring.models", "scheduling.models", "metadata.models", "performance.models", "performance.aggregates")
 
 
 def load_all_models() -> None:
@@ -62,6 +63,8 @@ def setup_schema(engine: Engine) -> SetupResult:
         missing = missing_tables(engine)
         with engine.begin() as conn:
             load_all_models()
+            if engine.dialect.name == "postgresql" and "fact_sales" in missing:
+                create_partitioned_fact(conn)
             Base.metadata.create_all(conn, checkfirst=True)
             exists = conn.execute(select(DimCustomer.customer_key).where(DimCustomer.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
             if exists is None:

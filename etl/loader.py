@@ -27,15 +27,18 @@ from sqlalchemy import Connection, bindparam, text
 
 from database.bulk import load_frame
 from database.models import SQLITE_TS_FORMAT
+from database.partitions import ensure_month, existing_partitions, is_partitioned, partition_name
 from etl.cleaning import PRICE_SCALE
 from etl.transformation import date_rows, plan_customers
+from performance.aggregates import dates_of_customers
+from performance.aggregates import refresh as refresh_aggregates
 
 _STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
     stock_code TEXT NOT NULL, description TEXT, unit_price NUMERIC(18, 3) NOT NULL, transaction_datetime TIMESTAMP NOT NULL,
     product_category TEXT NOT NULL)"""
 _PRODUCT_COLUMNS = ["stock_code", "description", "unit_price", "transaction_datetime", "product_category"]
 _FACT_COLUMNS = [
-    "line_id", "customer_key", "product_key", "date_key", "invoice_no", "quantity", "unit_price", "line_total",
+    "sales_key", "line_id", "customer_key", "product_key", "date_key", "invoice_no", "quantity", "unit_price", "line_total",
     "transaction_datetime", "transaction_type", "source_row", "run_id",
 ]  # fmt: skip
 _QUARANTINE_COLUMNS = [
@@ -125,6 +128,9 @@ class WarehouseLoader:
         self.repoint: set[str] = set()
         self.dates_inserted = 0
         self.customer_changes = Counter()
+        self.next_sales_key = 1
+        self.partitions: set[str] | None = None
+        self.touched_dates: set[int] = set()
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -150,6 +156,9 @@ class WarehouseLoader:
                 np.fromiter((k for (k,) in self.conn.execute(text("SELECT line_id FROM etl_quarantine"))), dtype=np.int64)
             )
             self.facts_empty = self.conn.execute(text("SELECT 1 FROM fact_sales LIMIT 1")).first() is None
+            self.next_sales_key = int(self.conn.execute(text("SELECT COALESCE(MAX(sales_key), 0) + 1 FROM fact_sales")).scalar_one())
+            if is_partitioned(self.conn):
+                self.partitions = existing_partitions(self.conn)
 
     def load(self, accepted: pd.DataFrame, rejected: pd.DataFrame) -> None:
         """Load one chunk: dimensions first, then its new facts and quarantined rows."""
@@ -167,6 +176,9 @@ class WarehouseLoader:
             self._merge_customers(fresh)
         with self.timed("keys"):
             facts = self._with_keys(fresh)
+        self.touched_dates.update(facts["date_key"].unique().tolist())
+        with self.timed("partitions"):
+            self._ensure_partitions(facts)
         with self.timed("fact_sales"):
             self.counts.facts_loaded += load_frame(self.conn, "fact_sales", facts[_FACT_COLUMNS])
         with self.timed("quarantine"):
@@ -180,7 +192,10 @@ class WarehouseLoader:
         with self.timed("repoint_facts"):
             keys = self.versions.loc[self.versions["customer_id"].isin(self.repoint), "customer_key"].astype(int).tolist()
             if keys:
+                self.touched_dates |= dates_of_customers(self.conn, keys)
                 self.conn.execute(text(REPOINT_FACTS).bindparams(bindparam("keys", expanding=True)), {"keys": keys})
+        with self.timed("aggregates"):
+            refresh_aggregates(self.conn, self.touched_dates)
         with self.timed("dim_products"):
             row = self.conn.execute(
                 text(
@@ -291,6 +306,14 @@ class WarehouseLoader:
         self.customer_changes.update({"inserted": len(plan.inserts), "expired": len(plan.expire), "extended": len(plan.extend)})
         self._refresh_versions()
 
+    def _ensure_partitions(self, facts: pd.DataFrame) -> None:
+        if self.partitions is None or facts.empty:
+            return
+        for month in sorted(set((facts["date_key"] // 100).unique().tolist())):
+            if partition_name(month) not in self.partitions:
+                ensure_month(self.conn, month)
+                self.partitions.add(partition_name(month))
+
     # -- surrogate keys ----------------------------------------------------------------------
 
     def _with_keys(self, fresh: pd.DataFrame) -> pd.DataFrame:
@@ -301,6 +324,8 @@ class WarehouseLoader:
             product_key=fresh["stock_code"].map(self.product_keys),
             customer_key=self._customer_keys(fresh),
         )
+        facts["sales_key"] = np.arange(self.next_sales_key, self.next_sales_key + len(facts), dtype=np.int64)
+        self.next_sales_key += len(facts)
         if facts["product_key"].isna().any() or facts["customer_key"].isna().any():
             raise RuntimeError("internal error: a fact has no dimension key; the run was rolled back")
         return facts.astype({"product_key": "int64", "customer_key": "int64"})

@@ -21,6 +21,8 @@ from config.settings import Settings
 from database.errors import describe
 from database.locks import warehouse_lock
 from etl import ledger
+from performance.aggregates import dates_of_customers
+from performance.aggregates import refresh as refresh_aggregates
 from utils.errors import PlatformError
 
 VERSION_KINDS = ("load", "replay", "rollback")
@@ -192,6 +194,8 @@ def undo_run(conn: Connection, run: int) -> dict[str, int]:
             {"run": run},
         )
     ]
+    dates = {d for (d,) in conn.execute(text("SELECT DISTINCT date_key FROM fact_sales WHERE run_id = :run"), {"run": run})}
+    dates |= dates_of_customers(conn, [k for k, _ in touched])
     changes = {
         "facts_removed": run_sql("DELETE FROM fact_sales WHERE run_id = :run"),
         "quarantine_removed": run_sql("DELETE FROM etl_quarantine WHERE run_id = :run"),
@@ -217,6 +221,7 @@ def undo_run(conn: Connection, run: int) -> dict[str, int]:
     changes["dates_removed"] = run_sql("DELETE FROM dim_date WHERE created_run_id = :run")
     changes["facts_repointed"] = _repoint(conn, touched)
     changes["quarantine_restored"] = _unreplay(conn, run)
+    changes["aggregate_dates_refreshed"] = refresh_aggregates(conn, dates)
     return changes
 
 
