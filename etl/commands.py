@@ -49,7 +49,8 @@ def _summary_rows(s: RunSummary) -> list[dict]:
     rows += [{"": f"    {reason}", "value": f"{n:,}"} for reason, n in s.quarantine_by_reason.items()]
     for dim, changes in s.dimension_changes.items():
         rows.append({"": dim, "value": ", ".join(f"{k} {v:,}" for k, v in changes.items())})
-    rows.append({"": "time", "value": f"{s.duration_s:.2f} s ({s.rows_per_s:,.0f} rows/s)"})
+    speed = f" ({s.rows_per_s:,.0f} rows/s)" if s.rows_per_s else ""
+    rows.append({"": "time", "value": f"{s.duration_s:.2f} s{speed}"})
     rows.append({"": "note", "value": s.message or ""})
     return rows
 

@@ -56,7 +56,9 @@ class RunSummary:
 
     @property
     def rows_per_s(self) -> float:
-        return self.rows_read / self.duration_s if self.duration_s > 0 else 0.0
+        if self.status == "skipped" or self.duration_s <= 0:
+            return 0.0
+        return self.rows_read / self.duration_s
 
     def as_dict(self) -> dict:
         """JSON-ready form (with rows_per_s)."""

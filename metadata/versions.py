@@ -109,7 +109,7 @@ def _state_as_of(conn: Connection, version: int) -> dict[str, object]:
 
     return {
         "fact_rows": int(facts[0]),
-        "revenue": float(facts[1] or 0),
+        "revenue": round(float(facts[1] or 0), 2),
         "units": int(facts[2] or 0),
         "invoices": int(facts[3]),
         "quarantined_rows": count(f"SELECT COUNT(*) FROM etl_quarantine WHERE {live}"),
