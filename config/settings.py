@@ -48,11 +48,20 @@ class EtlSettings(_Section):
         "auto", description="source text encoding; auto tries UTF-8, then Windows-1252, then Latin-1"
     )
     delimiter: str = Field(",", min_length=1, max_length=1, description="field separator of CSV sources")
+    decimal: Literal[".", ","] = Field(".", description="decimal separator of UnitPrice in the source")
     date_formats: list[str] = Field(
         default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%m/%d/%Y %H:%M"],
         min_length=1,
         description="InvoiceDate formats tried in order (strptime codes)",
     )
+
+
+class SourceLayout(_Section):
+    columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> header in this source, e.g. UnitPrice: Preis")
+    date_formats: list[str] | None = Field(None, description="InvoiceDate formats of this source (default: etl.date_formats)")
+    encoding: Literal["auto", "utf-8", "cp1252", "latin-1"] | None = Field(None, description="text encoding of this source")
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="field separator of this source")
+    decimal: Literal[".", ","] | None = Field(None, description="decimal separator of this source")
 
 
 class RuleSettings(_Section):
@@ -174,6 +183,7 @@ class LoggingSettings(_Section):
 class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     etl: EtlSettings = Field(default_factory=EtlSettings)
+    sources: dict[str, SourceLayout] = Field(default_factory=dict, description="named source layouts for `etl --layout NAME`")
     rules: RuleSettings = Field(default_factory=RuleSettings)
     products: ProductSettings = Field(default_factory=ProductSettings)
     quality_rules: QualitySettings = Field(default_factory=QualitySettings)
@@ -309,6 +319,10 @@ def describe_settings(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for section_name, section_field in Settings.model_fields.items():
         section = getattr(settings, section_name)
+        if not isinstance(section, BaseModel):
+            plain_map = {k: v.model_dump(mode="json", exclude_none=True) for k, v in section.items()}
+            rows.append({"setting": section_name, "value": plain_map, "description": section_field.description or ""})
+            continue
         plain = section.model_dump(mode="json")
         for key, field_info in type(section).model_fields.items():
             value = plain[key]

@@ -102,6 +102,7 @@ class Cleaner:
     def __init__(self, settings: Settings, now: datetime | None = None) -> None:
         self.rules = settings.rules
         self.formats = settings.etl.date_formats
+        self.decimal = settings.etl.decimal
         self.products = settings.products
         now = now or datetime.now()
         self.max_date = pd.Timestamp(now + timedelta(days=self.rules.max_future_days))
@@ -112,6 +113,8 @@ class Cleaner:
         """Split one chunk of raw text rows into accepted and rejected rows."""
         raw = frame.reset_index(drop=True)
         t = _trimmed(raw)
+        if self.decimal == ",":
+            t["UnitPrice"] = t["UnitPrice"].str.replace(",", ".", regex=False)
         reasons = pd.DataFrame(index=t.index)
         for col in dict.fromkeys([*STRUCTURAL_FIELDS, *self.rules.required_fields]):
             reasons[f"missing_{_SNAKE[col]}"] = t[col] == ""

@@ -56,26 +56,96 @@ def _summary_rows(s: RunSummary) -> list[dict]:
 
 
 @click.command("etl")
-@click.option("--source", required=True, type=click.Path(path_type=Path), help="CSV extract to load (.csv, .csv.gz, .csv.bz2)")
+@click.option(
+    "--source",
+    required=True,
+    help="file (.csv .tsv .csv.gz .csv.bz2 .zip .xlsx), folder or glob (each file its own run), database URL or http(s) URL",
+)
 @click.option("--job-name", default="etl", show_default=True, help="name recorded in the run ledger")
 @click.option("--chunk-size", type=click.IntRange(100, 5_000_000), help="rows per chunk (default: etl.chunk_size)")
 @click.option("--dry-run", is_flag=True, help="process everything, then roll back: shows what a run would do")
 @click.option("--force", is_flag=True, help="read the source even if an identical file was loaded (still exactly once)")
+@click.option("--layout", help="a named source layout from the config (sources.NAME: columns, date formats, encoding, delimiter, decimal)")
+@click.option(
+    "--map", "mappings", multiple=True, metavar="TARGET=SOURCE", help="map a source column to a canonical one, e.g. --map UnitPrice=Preis"
+)
+@click.option("--sheet", help="workbooks: read only this sheet (default: every sheet)")
+@click.option("--table", "table_name", help="database sources: the table to read")
+@click.option("--query", help="database sources: the SELECT to read")
+@click.option("--token-env", help="HTTP sources: environment variable holding a bearer token")
 @_FORMAT
 @click.pass_obj
-def etl_command(app, source: Path, job_name: str, chunk_size: int | None, dry_run: bool, force: bool, fmt: str) -> None:
-    """Load a sales extract into the warehouse: every row ends as a fact, in the quarantine, or as already loaded."""
-    from etl.ingestion import inspect_source
+def etl_command(
+    app,
+    source: str,
+    job_name: str,
+    chunk_size: int | None,
+    dry_run: bool,
+    force: bool,
+    layout: str | None,
+    mappings: tuple[str, ...],
+    sheet: str | None,
+    table_name: str | None,
+    query: str | None,
+    token_env: str | None,
+    fmt: str,
+) -> None:
+    """Load sales extracts into the warehouse: every row ends as a fact, in the quarantine, or as already loaded."""
+    from etl.sources import expand_sources
 
-    info = inspect_source(source, app.settings.etl.encoding, app.settings.etl.delimiter)
-    bar, update = _progress_bar(info.estimated_rows)
+    settings, reader = _reader_options(app.settings, layout, mappings, sheet, table_name, query, token_env)
+    specs = expand_sources(source)
+    summaries, failures = [], []
+    for spec in specs:
+        try:
+            summaries.append(_load_one(app, settings, spec, reader, EtlOptions(spec, job_name, chunk_size, dry_run, force, reader)))
+        except PlatformError as exc:
+            if len(specs) == 1:
+                raise
+            failures.append(f"{spec}: {exc}")
+            click.echo(f"Error: {exc}", err=True)
+    if len(specs) == 1:
+        summary = summaries[0]
+        emit(summary.as_dict(), fmt, table(_summary_rows(summary), title="ETL run summary", columns=["", "value"]))
+        return
+    rows = [{"run": s.run_id, "status": s.status, "source": Path(s.source).name, "read": f"{s.rows_read:,}", "loaded": f"{s.rows_loaded:,}",
+             "quarantined": f"{s.rows_quarantined:,}", "already": f"{s.rows_already_loaded:,}"} for s in summaries]  # fmt: skip
+    emit([s.as_dict() for s in summaries], fmt, table(rows, title=f"ETL of {len(specs)} sources"))
+    if failures:
+        raise PlatformError(f"{len(failures)} of {len(specs)} sources failed; the others were loaded. First: {failures[0]}")
+
+
+def _reader_options(settings, layout, mappings, sheet, table_name, query, token_env):
+    from etl.mapping import parse_map_options
+    from etl.sources import SourceOptions
+
+    reader = SourceOptions(sheet=sheet, table=table_name, query=query, token_env=token_env)
+    if layout is not None:
+        if layout not in settings.sources:
+            known = ", ".join(settings.sources) or "none configured"
+            raise PlatformError(f"unknown layout '{layout}'; define sources.{layout} in the config (known: {known})")
+        spec = settings.sources[layout]
+        reader.column_map = dict(spec.columns)
+        reader.encoding, reader.delimiter = spec.encoding, spec.delimiter
+        etl = settings.etl.model_copy(
+            update={k: v for k, v in {"date_formats": spec.date_formats, "decimal": spec.decimal}.items() if v is not None}
+        )
+        settings = settings.model_copy(update={"etl": etl})
+    reader.column_map.update(parse_map_options(mappings))
+    return settings, reader
+
+
+def _load_one(app, settings, spec: str, reader, options: EtlOptions) -> RunSummary:
+    from etl.sources import open_source
+
+    opened = open_source(spec, settings, reader)
+    bar, update = _progress_bar(opened.estimated_rows)
 
     def waiting() -> None:
         click.echo("Waiting for another run to release the warehouse lock…", err=True)
 
     with bar:
-        summary = run_etl(app.engine, app.settings, EtlOptions(source, job_name, chunk_size, dry_run, force), update, waiting)
-    emit(summary.as_dict(), fmt, table(_summary_rows(summary), title="ETL run summary", columns=["", "value"]))
+        return run_etl(app.engine, settings, options, update, waiting, source=opened)
 
 
 @click.group("runs")

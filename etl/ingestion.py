@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from etl.columns import SOURCE_COLUMNS
+from etl.mapping import resolve_columns
 from utils.errors import SourceError
 
 _BLOCK = 1 << 20
@@ -45,6 +46,7 @@ class SourceInfo:
     header: list[str]
     compression: str | None = None
     bytes_per_row: float = 100.0
+    columns: dict[str, str] = field(default_factory=dict)  # raw header -> canonical column
 
     @property
     def estimated_rows(self) -> int | None:
@@ -126,19 +128,13 @@ def _scan(path: Path, compression: str | None) -> tuple[str, str, bytes]:
 def _header(path: Path, head: bytes, encoding: str, delimiter: str) -> list[str]:
     text = head.decode(encoding, errors="replace").lstrip("\ufeff")
     header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=delimiter), [])
-    keys = {_key(h) for h in header}
-    missing = [c for c in SOURCE_COLUMNS if c.lower() not in keys]
-    if missing:
-        found = ", ".join(h.strip() for h in header) or "(nothing)"
-        raise SourceError(
-            f"{path}: required column(s) {', '.join(missing)} not found in the header line; found: {found}. Expected: {', '.join(SOURCE_COLUMNS)}"
-        )
     if "\n" not in text.rstrip("\r\n") and len(head) < _BLOCK:
+        resolve_columns(header, None, str(path))  # a wrong header is the more useful message
         raise SourceError(f"{path}: has a header line but no data rows")
     return header
 
 
-def inspect_source(path: Path, encoding: str = "auto", delimiter: str = ",") -> SourceInfo:
+def inspect_source(path: Path, encoding: str = "auto", delimiter: str = ",", column_map: dict[str, str] | None = None) -> SourceInfo:
     """Check a source file and learn its checksum, encoding and header (SourceError if unusable)."""
     path = Path(path)
     _file_checks(path)
@@ -152,19 +148,9 @@ def inspect_source(path: Path, encoding: str = "auto", delimiter: str = ",") -> 
         raise SourceError(f"{path}: the compressed content is not CSV text")
     chosen = detected if encoding == "auto" else encoding
     header = _header(path, head, chosen, delimiter)
+    columns = resolve_columns(header, column_map, str(path))
     per_row = len(head) / max(1, head.count(b"\n"))
-    return SourceInfo(path, checksum, chosen, path.stat().st_size, header, compression, per_row)
-
-
-def _key(name: str) -> str:
-    """Header names compare without case, spaces and underscores."""
-    return name.strip().lower().replace(" ", "").replace("_", "")
-
-
-def _canonical_names(info: SourceInfo) -> dict[str, str]:
-    """Raw header name (as pyarrow sees it) -> canonical source column."""
-    wanted = {c.lower(): c for c in SOURCE_COLUMNS}
-    return {h: wanted[_key(h)] for h in info.header if _key(h) in wanted}
+    return SourceInfo(path, checksum, chosen, path.stat().st_size, header, compression, per_row, columns)
 
 
 def read_chunks(info: SourceInfo, chunk_size: int, delimiter: str = ",") -> Iterator[Chunk]:
@@ -181,7 +167,7 @@ def read_chunks(info: SourceInfo, chunk_size: int, delimiter: str = ",") -> Iter
         bad.append((int(row.number or 0) - 1, row.text, detail))
         return "skip"
 
-    names = _canonical_names(info)
+    names = info.columns
     reader = pacsv.open_csv(
         pa.input_stream(str(info.path), compression=info.compression),
         read_options=pacsv.ReadOptions(block_size=_block_size(info, chunk_size), use_threads=False, encoding=info.encoding),

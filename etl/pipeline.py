@@ -24,8 +24,9 @@ from database.locks import warehouse_lock
 from database.schema import missing_tables, setup_schema
 from etl import ledger
 from etl.cleaning import Cleaner, malformed_rows
-from etl.ingestion import Chunk, SourceInfo, inspect_source, read_chunks
+from etl.ingestion import Chunk
 from etl.loader import LoadCounts, WarehouseLoader
+from etl.sources import Source, SourceOptions, open_source
 from utils.errors import PlatformError
 from utils.logsetup import current_run_id
 
@@ -80,18 +81,24 @@ class RunSummary:
 class EtlOptions:
     """What to run: the command-line options of `etl`."""
 
-    source: Path
+    source: Path | str
     job_name: str = "etl"
     chunk_size: int | None = None
     dry_run: bool = False
     force: bool = False
+    reader: SourceOptions = field(default_factory=SourceOptions)
 
 
 def run_etl(
-    engine: Engine, settings: Settings, options: EtlOptions, progress: Progress | None = None, on_wait: Callable[[], None] | None = None
+    engine: Engine,
+    settings: Settings,
+    options: EtlOptions,
+    progress: Progress | None = None,
+    on_wait: Callable[[], None] | None = None,
+    source: Source | None = None,
 ) -> RunSummary:
-    """Run one ETL of `options.source` into the warehouse behind `engine`."""
-    info = inspect_source(options.source, settings.etl.encoding, settings.etl.delimiter)
+    """Run one ETL of `options.source` (or of an already opened `source`) into the warehouse."""
+    info = source or open_source(str(options.source), settings, options.reader)
     try:
         if missing_tables(engine):
             setup_schema(engine)
@@ -104,13 +111,13 @@ def run_etl(
         raise describe(engine, exc) from None
 
 
-def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: SourceInfo, progress: Progress | None) -> RunSummary:
-    previous = ledger.previous_load(engine, info.checksum)
-    run_id = ledger.open_run(engine, options.job_name, str(info.path.resolve()), info.checksum, info.encoding)
+def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: Source, progress: Progress | None) -> RunSummary:
+    previous = ledger.previous_load(engine, info.checksum) if info.checksum else None
+    run_id = ledger.open_run(engine, options.job_name, info.location, info.checksum, info.encoding)
     token = current_run_id.set(run_id)
-    summary = RunSummary(run_id, "running", options.job_name, str(info.path.resolve()), info.checksum, info.encoding, engine.dialect.name)
+    summary = RunSummary(run_id, "running", options.job_name, info.location, info.checksum or "", info.encoding or "", engine.dialect.name)
     started, wall = ledger.utcnow(), time.perf_counter()
-    log.info("run %s started: %s (%s, sha256 %s)", run_id, info.path, info.encoding, info.checksum[:12])
+    log.info("run %s started: %s (%s, sha256 %s)", run_id, info.location, info.encoding, (info.checksum or "-")[:12])
     try:
         if previous is not None and not options.force:
             _skip(summary, previous)
@@ -153,7 +160,7 @@ def _process(
     engine: Engine,
     settings: Settings,
     options: EtlOptions,
-    info: SourceInfo,
+    info: Source,
     summary: RunSummary,
     progress: Progress | None,
     started,
@@ -168,7 +175,7 @@ def _process(
         # two chunks are in memory at once.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-stage") as stager:
             pending: Future | None = None
-            for chunk in _timed_chunks(loader, read_chunks(info, chunk_size, settings.etl.delimiter)):
+            for chunk in _timed_chunks(loader, info.chunks(chunk_size)):
                 with loader.timed("clean"):
                     accepted, rejected = _clean_chunk(cleaner, chunk)
                 if pending is not None:

@@ -36,7 +36,7 @@ def _assert_nothing_written(url: str) -> None:
     ("make", "expected"),
     [
         (lambda d: d / "nope.csv", "nope.csv: file not found; check the --source path"),
-        (lambda d: d, ": is a directory; pass a CSV file"),
+        (lambda d: d, ": the folder holds no extract files (.csv, .tsv, .txt, .gz, .bz2, .zip, .xlsx, .xlsm)"),
         (lambda d: _write(d / "empty.csv", b""), "empty.csv: the file is empty; expected a header line and sales rows"),
         (lambda d: _write(d / "header.csv", (HEADER + "\n").encode()), "header.csv: has a header line but no data rows"),
         (

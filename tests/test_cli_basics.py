@@ -112,10 +112,10 @@ def test_development_yaml_lists_every_default() -> None:
 
     data = read_config_file(CONFIG_DIR / "development.yaml")
     assert Settings.model_validate(data) == Settings()
-    listed = {f"{section}.{key}" for section, values in data.items() for key in values}
+    listed = {f"{section}.{key}" for section, values in data.items() if section != "sources" for key in values} | {"sources"}
     assert listed == {row["setting"] for row in describe_settings(Settings())}
     text = (CONFIG_DIR / "development.yaml").read_text()
-    assert text.count("  # ") >= len(listed)  # a comment for each
+    assert text.count("# ") >= len(listed)  # a comment for each
 
 
 def test_required_fields_must_be_known_columns() -> None:

@@ -74,7 +74,8 @@ def test_missing_required_column_lists_found_headers(tmp_path):
         inspect_source(path)
     assert str(err.value) == (
         f"{path}: required column(s) Quantity, CustomerID not found in the header line; "
-        f"found: InvoiceNo, StockCode, Description, InvoiceDate, UnitPrice, Customer, Country. Expected: {EXPECTED}"
+        f"found: InvoiceNo, StockCode, Description, InvoiceDate, UnitPrice, Customer, Country. Expected: {EXPECTED} "
+        "(map others with --map Target=Source)"
     )
 
 
