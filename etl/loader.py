@@ -30,7 +30,7 @@ from database.models import SQLITE_TS_FORMAT
 from database.partitions import ensure_month, existing_partitions, is_partitioned, partition_name
 from etl.cleaning import PRICE_SCALE
 from etl.transformation import date_rows, plan_customers
-from performance.aggregates import dates_of_customers
+from performance.aggregates import RunAggregates
 from performance.aggregates import refresh as refresh_aggregates
 
 _STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
@@ -90,12 +90,15 @@ SELECT :run, customer_key, effective_date, expiry_date, is_current, expired_run_
 WHERE customer_key IN :keys AND (created_run_id IS NULL OR created_run_id <> :run)
 """
 
+# Facts still pointing at a version this run expired, dated after its new expiry, move to the
+# version valid at their time (a country change first seen in a later chunk or load).
 REPOINT_FACTS = """
 UPDATE fact_sales SET customer_key = (
-    SELECT v.customer_key FROM dim_customers old JOIN dim_customers v ON v.customer_id = old.customer_id
-    WHERE old.customer_key = fact_sales.customer_key AND v.effective_date <= fact_sales.transaction_datetime
+    SELECT v.customer_key FROM dim_customers v
+    WHERE v.customer_id = :customer_id AND v.effective_date <= fact_sales.transaction_datetime
       AND (v.expiry_date IS NULL OR fact_sales.transaction_datetime < v.expiry_date))
-WHERE customer_key IN :keys
+WHERE customer_key = :old_key AND date_key >= :from_date AND transaction_datetime >= :expiry
+RETURNING date_key
 """
 
 
@@ -125,12 +128,14 @@ class WarehouseLoader:
         self.versions = pd.DataFrame()
         self.quarantine_ids = np.empty(0, dtype=np.int64)
         self.facts_empty = True
-        self.repoint: set[str] = set()
+        self.expired: list[dict] = []
         self.dates_inserted = 0
         self.customer_changes = Counter()
         self.next_sales_key = 1
         self.partitions: set[str] | None = None
         self.touched_dates: set[int] = set()
+        self.preexisting_dates: set[int] = set()
+        self.aggregates = RunAggregates()
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -151,6 +156,7 @@ class WarehouseLoader:
             self.conn.execute(text(_STG_PRODUCTS))
             self.product_keys = dict(self.conn.execute(text("SELECT stock_code, product_key FROM dim_products")).all())
             self.date_keys = {k for (k,) in self.conn.execute(text("SELECT date_key FROM dim_date"))}
+            self.preexisting_dates = set(self.date_keys)
             self._refresh_versions()
             self.quarantine_ids = np.sort(
                 np.fromiter((k for (k,) in self.conn.execute(text("SELECT line_id FROM etl_quarantine"))), dtype=np.int64)
@@ -177,6 +183,8 @@ class WarehouseLoader:
         with self.timed("keys"):
             facts = self._with_keys(fresh)
         self.touched_dates.update(facts["date_key"].unique().tolist())
+        with self.timed("aggregates"):
+            self.aggregates.add(facts)
         with self.timed("partitions"):
             self._ensure_partitions(facts)
         with self.timed("fact_sales"):
@@ -189,13 +197,14 @@ class WarehouseLoader:
 
     def finalize(self) -> LoadCounts:
         """Re-point facts of customers whose versions changed; return the run's counts."""
+        moved_dates: set[int] = set()
         with self.timed("repoint_facts"):
-            keys = self.versions.loc[self.versions["customer_id"].isin(self.repoint), "customer_key"].astype(int).tolist()
-            if keys:
-                self.touched_dates |= dates_of_customers(self.conn, keys)
-                self.conn.execute(text(REPOINT_FACTS).bindparams(bindparam("keys", expanding=True)), {"keys": keys})
+            for event in self.expired:
+                moved_dates |= {d for (d,) in self.conn.execute(text(REPOINT_FACTS), event)}
         with self.timed("aggregates"):
-            refresh_aggregates(self.conn, self.touched_dates)
+            recompute = (self.touched_dates & self.preexisting_dates) | moved_dates
+            self.aggregates.write(self.conn, recompute)
+            refresh_aggregates(self.conn, recompute)
         with self.timed("dim_products"):
             row = self.conn.execute(
                 text(
@@ -302,7 +311,17 @@ class WarehouseLoader:
             for col in ("effective_date", "expiry_date"):
                 frame[col] = pd.to_datetime(frame[col]).astype("datetime64[us]")
             load_frame(self.conn, "dim_customers", frame)
-        self.repoint.update(self.versions.loc[self.versions["customer_key"].isin(changed_keys), "customer_id"])
+        ids = dict(zip(self.versions["customer_key"], self.versions["customer_id"], strict=True))
+        for e in plan.expire:
+            expiry = pd.Timestamp(e["expiry_date"])
+            self.expired.append(
+                {
+                    "old_key": e["customer_key"],
+                    "customer_id": ids[e["customer_key"]],
+                    "expiry": _ts(expiry),
+                    "from_date": int(expiry.strftime("%Y%m%d")),
+                }
+            )
         self.customer_changes.update({"inserted": len(plan.inserts), "expired": len(plan.expire), "extended": len(plan.extend)})
         self._refresh_versions()
 

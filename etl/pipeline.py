@@ -6,6 +6,8 @@ Every row read ends in exactly one place: a new fact, the quarantine, or "alread
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -183,7 +185,7 @@ def _process(
                 pending = stager.submit(loader.load, accepted, rejected)
                 summary.rows_read += chunk.rows_read
                 del chunk
-                pa.default_memory_pool().release_unused()  # mimalloc keeps freed blocks otherwise: +150 MB RSS
+                _release_memory()
                 if progress:
                     progress(summary.rows_read)
             if pending is not None:
@@ -202,6 +204,17 @@ def _process(
     if options.dry_run:
         with engine.begin() as conn:
             ledger.close_run(conn, summary.run_id, "dry_run", started, summary.ledger_counts(), summary.message)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the OS between chunks: pyarrow's mimalloc pool and glibc's
+    heap both keep freed blocks otherwise (about +150 MB of resident memory on the real file)."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 def _clean_chunk(cleaner: Cleaner, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:

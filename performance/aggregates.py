@@ -1,17 +1,22 @@
-"""Aggregate tables: daily sales by product, by country and by customer.
+"""Aggregate tables: daily sales by product and by customer version (and so by country).
 
-They answer the standard analytics queries without scanning the fact. Each load, replay and
-rollback refreshes them for the dates it touched only, inside its own transaction, so they
-are always consistent with fact_sales.
+They answer the standard analytics queries without scanning the fact. A load aggregates its
+new facts in memory chunk by chunk (`RunAggregates`) and writes the rows of dates that had no
+facts before; dates that did (overlapping extracts), dates whose facts an SCD2 change moved,
+and every date a rollback touches are recomputed from fact_sales with `refresh`. All of it in
+the run's own transaction, so the aggregates always agree with fact_sales.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import BigInteger, Connection, Integer, String, bindparam, text
+import numpy as np
+import pandas as pd
+from sqlalchemy import BigInteger, Connection, Integer, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from database.bulk import load_frame
 from database.models import MONEY, Base
 
 
@@ -29,30 +34,20 @@ class AggDailyProduct(Base):
     return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
-class AggDailyCountry(Base):
-    __tablename__ = "agg_daily_country"
-    __table_args__ = {"comment": "Per date and customer country (of the version valid at the sale): invoices, units, revenue"}
+class AggDailyCustomer(Base):
+    __tablename__ = "agg_daily_customer"
+    __table_args__ = {
+        "comment": "Per date and customer version: lines, invoices, units, revenue; joined to dim_customers it gives "
+        "sales by country, and it is the base of recency/frequency/monetary"
+    }
 
     date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
-    country: Mapped[str] = mapped_column(
-        String(100), primary_key=True, comment="country of the customer version ('Unknown' without a customer)"
-    )
+    customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
     lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
     invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices (an invoice has one date and one customer)")
     units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity")
     revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total")
     return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
-
-
-class AggDailyCustomer(Base):
-    __tablename__ = "agg_daily_customer"
-    __table_args__ = {"comment": "Per date and customer version: invoices, units, revenue (the base of recency/frequency/monetary)"}
-
-    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
-    customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers)")
-    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total")
 
 
 _RETURN = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"
@@ -62,14 +57,10 @@ _REFRESH = {
         SELECT f.date_key, f.product_key, COUNT(*), SUM(f.quantity), SUM(f.line_total),
                SUM({_RETURN.format(1)}), SUM({_RETURN.format("f.quantity")}), SUM({_RETURN.format("f.line_total")})
         FROM fact_sales f WHERE f.date_key IN :dates GROUP BY f.date_key, f.product_key""",
-    "agg_daily_country": f"""
-        INSERT INTO agg_daily_country (date_key, country, lines, invoices, units, revenue, return_revenue)
-        SELECT f.date_key, c.country, COUNT(*), COUNT(DISTINCT f.invoice_no), SUM(f.quantity), SUM(f.line_total), SUM({_RETURN.format("f.line_total")})
-        FROM fact_sales f JOIN dim_customers c ON c.customer_key = f.customer_key
-        WHERE f.date_key IN :dates GROUP BY f.date_key, c.country""",
-    "agg_daily_customer": """
-        INSERT INTO agg_daily_customer (date_key, customer_key, invoices, units, revenue)
-        SELECT f.date_key, f.customer_key, COUNT(DISTINCT f.invoice_no), SUM(f.quantity), SUM(f.line_total)
+    "agg_daily_customer": f"""
+        INSERT INTO agg_daily_customer (date_key, customer_key, lines, invoices, units, revenue, return_revenue)
+        SELECT f.date_key, f.customer_key, COUNT(*), COUNT(DISTINCT f.invoice_no), SUM(f.quantity), SUM(f.line_total),
+               SUM({_RETURN.format("f.line_total")})
         FROM fact_sales f WHERE f.date_key IN :dates GROUP BY f.date_key, f.customer_key""",
 }
 AGGREGATE_TABLES = tuple(_REFRESH)
@@ -86,6 +77,65 @@ def refresh(conn: Connection, dates: Iterable[int], batch: int = 400) -> int:
             )
             conn.execute(text(insert).bindparams(bindparam("dates", expanding=True)), {"dates": part})
     return len(keys)
+
+
+class RunAggregates:
+    """Per-chunk partial aggregates of one run's new facts, combined at the end."""
+
+    def __init__(self) -> None:
+        self._products: list[pd.DataFrame] = []
+        self._customers: list[pd.DataFrame] = []
+        self._invoices: list[pd.DataFrame] = []
+
+    def add(self, facts: pd.DataFrame) -> None:
+        """Fold in a chunk of facts (date_key, product_key, customer_key, invoice_no, quantity,
+        line_total_milli, transaction_type)."""
+        if facts.empty:
+            return
+        is_return = (facts["transaction_type"] == "return").to_numpy()
+        frame = pd.DataFrame(
+            {
+                "date_key": facts["date_key"].to_numpy(),
+                "product_key": facts["product_key"].to_numpy(),
+                "customer_key": facts["customer_key"].to_numpy(),
+                "lines": 1,
+                "units": facts["quantity"].to_numpy(),
+                "revenue": facts["line_total_milli"].to_numpy(),
+                "return_lines": is_return.astype(np.int64),
+                "return_units": np.where(is_return, facts["quantity"].to_numpy(), 0),
+                "return_revenue": np.where(is_return, facts["line_total_milli"].to_numpy(), 0),
+            }
+        )
+        self._products.append(frame.drop(columns="customer_key").groupby(["date_key", "product_key"], as_index=False).sum())
+        customer_cols = ["date_key", "customer_key", "lines", "units", "revenue", "return_revenue"]
+        self._customers.append(frame[customer_cols].groupby(["date_key", "customer_key"], as_index=False).sum())
+        self._invoices.append(facts[["date_key", "customer_key", "invoice_no"]].drop_duplicates())
+        if len(self._products) >= 16:
+            self._compact()
+
+    def _compact(self) -> None:
+        self._products = [pd.concat(self._products).groupby(["date_key", "product_key"], as_index=False).sum()]
+        self._customers = [pd.concat(self._customers).groupby(["date_key", "customer_key"], as_index=False).sum()]
+        self._invoices = [pd.concat(self._invoices).drop_duplicates()]
+
+    def write(self, conn: Connection, skip_dates: set[int]) -> int:
+        """Insert the aggregate rows of every date not in `skip_dates`; returns dates written."""
+        if not self._products:
+            return 0
+        self._compact()
+        products, customers, invoices = self._products[0], self._customers[0], self._invoices[0]
+        products = products[~products["date_key"].isin(skip_dates)]
+        customers = customers[~customers["date_key"].isin(skip_dates)]
+        counts = invoices.groupby(["date_key", "customer_key"], as_index=False).size().rename(columns={"size": "invoices"})
+        customers = customers.merge(counts, on=["date_key", "customer_key"], how="left")
+        for frame, money in ((products, ("revenue", "return_revenue")), (customers, ("revenue", "return_revenue"))):
+            for col in money:
+                frame[col] = frame[col] / 1000
+        load_frame(conn, "agg_daily_product", products)
+        load_frame(
+            conn, "agg_daily_customer", customers[["date_key", "customer_key", "lines", "invoices", "units", "revenue", "return_revenue"]]
+        )
+        return int(products["date_key"].nunique())
 
 
 def dates_of_customers(conn: Connection, customer_keys: list[int]) -> set[int]:
