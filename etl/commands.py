@@ -47,6 +47,8 @@ def _summary_rows(s: RunSummary) -> list[dict]:
         {"": "  already loaded", "value": f"{s.rows_already_loaded:,}"},
     ]
     rows += [{"": f"    {reason}", "value": f"{n:,}"} for reason, n in s.quarantine_by_reason.items()]
+    if s.quality:
+        rows.append({"": "quality", "value": ", ".join(f"{dim} {score:.3f}" for dim, score in s.quality.items())})
     for dim, changes in s.dimension_changes.items():
         rows.append({"": dim, "value": ", ".join(f"{k} {v:,}" for k, v in changes.items())})
     speed = f" ({s.rows_per_s:,.0f} rows/s)" if s.rows_per_s else ""

@@ -29,7 +29,9 @@ from etl.cleaning import Cleaner, malformed_rows
 from etl.ingestion import Chunk
 from etl.loader import LoadCounts, WarehouseLoader
 from etl.sources import Source, SourceOptions, open_source
-from utils.errors import PlatformError
+from monitoring.alerts import run_alerts
+from monitoring.gate import GateResult, evaluate, record
+from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class RunSummary:
     duration_s: float = 0.0
     message: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -128,6 +131,8 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
                 ledger.close_run(conn, run_id, summary.status, started, summary.ledger_counts(), summary.message)
             return summary
         _process(engine, settings, options, info, summary, progress, started, wall)
+        if not options.dry_run:
+            _alert(engine, settings, run_id)
         log.info(
             "run %s %s: %s read, %s loaded, %s quarantined, %s already loaded",
             run_id,
@@ -144,9 +149,19 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
         with engine.begin() as conn:
             ledger.close_run(conn, run_id, "failed", started, summary.ledger_counts(), summary.message[:2000])
         log.error("run %s failed: %s", run_id, summary.message)
+        if isinstance(exc, PlatformError):
+            _alert(engine, settings, run_id)
         raise
     finally:
         current_run_id.reset(token)
+
+
+def _alert(engine: Engine, settings: Settings, run_id: int) -> None:
+    """Evaluate alert rules after a run; an alerting problem never fails the run."""
+    try:
+        run_alerts(engine, settings, run_id)
+    except PlatformError as exc:
+        log.error("alerts after run %s could not be evaluated: %s", run_id, exc)
 
 
 def _skip(summary: RunSummary, previous: Row) -> None:
@@ -192,18 +207,40 @@ def _process(
                 pending.result()
         counts = loader.finalize()
         _account(summary, counts)
+        with loader.timed("quality_gate"):
+            gate = evaluate(conn, settings, summary.run_id)
+        summary.quality = {k: round(v, 4) for k, v in gate.scores.items()}
         summary.duration_s = time.perf_counter() - wall
         if options.dry_run:
             summary.status = "dry_run"
             summary.message = "dry run: nothing was written; the counts show what a real run would do"
             trans.rollback()
+        elif gate.blocking_failures and settings.quality_rules.on_failure == "fail":
+            trans.rollback()
+            with engine.begin() as record_conn:
+                record(record_conn, summary.run_id, gate)
+            raise QualityGateError(_gate_message(gate))
         else:
+            record(conn, summary.run_id, gate)
             summary.status = "success"
             summary.message = _success_message(summary)
+            if gate.blocking_failures:
+                summary.message += f"; quality gate failed but quality_rules.on_failure is warn: {_failed_checks(gate)}"
             ledger.close_run(conn, summary.run_id, "success", started, summary.ledger_counts(), summary.message)
     if options.dry_run:
         with engine.begin() as conn:
             ledger.close_run(conn, summary.run_id, "dry_run", started, summary.ledger_counts(), summary.message)
+
+
+def _failed_checks(gate: GateResult) -> str:
+    return ", ".join(f"{r.check} {r.measured:.4f} < {r.threshold:.2f}" for r in gate.blocking_failures)
+
+
+def _gate_message(gate: GateResult) -> str:
+    return (
+        f"quality gate failed ({_failed_checks(gate)}); the run was rolled back and nothing was loaded. "
+        "See python main.py quality report, fix the source, or set quality_rules.on_failure: warn"
+    )
 
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None

@@ -50,17 +50,19 @@ class AggDailyCustomer(Base):
     return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
+# ROUND(..., 3): SQLite sums REALs in binary floating point; rounding gives back the exact
+# 3-decimal value the in-memory path writes, so both paths store identical numbers.
 _RETURN = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"
 _REFRESH = {
     "agg_daily_product": f"""
         INSERT INTO agg_daily_product (date_key, product_key, lines, units, revenue, return_lines, return_units, return_revenue)
-        SELECT f.date_key, f.product_key, COUNT(*), SUM(f.quantity), SUM(f.line_total),
-               SUM({_RETURN.format(1)}), SUM({_RETURN.format("f.quantity")}), SUM({_RETURN.format("f.line_total")})
+        SELECT f.date_key, f.product_key, COUNT(*), SUM(f.quantity), ROUND(SUM(f.line_total), 3),
+               SUM({_RETURN.format(1)}), SUM({_RETURN.format("f.quantity")}), ROUND(SUM({_RETURN.format("f.line_total")}), 3)
         FROM fact_sales f WHERE f.date_key IN :dates GROUP BY f.date_key, f.product_key""",
     "agg_daily_customer": f"""
         INSERT INTO agg_daily_customer (date_key, customer_key, lines, invoices, units, revenue, return_revenue)
-        SELECT f.date_key, f.customer_key, COUNT(*), COUNT(DISTINCT f.invoice_no), SUM(f.quantity), SUM(f.line_total),
-               SUM({_RETURN.format("f.line_total")})
+        SELECT f.date_key, f.customer_key, COUNT(*), COUNT(DISTINCT f.invoice_no), SUM(f.quantity), ROUND(SUM(f.line_total), 3),
+               ROUND(SUM({_RETURN.format("f.line_total")}), 3)
         FROM fact_sales f WHERE f.date_key IN :dates GROUP BY f.date_key, f.customer_key""",
 }
 AGGREGATE_TABLES = tuple(_REFRESH)

@@ -96,6 +96,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("RDP_LOGGING__FILE", str(tmp_path / "logs" / "rdp.log"))
+    # Small hand-made extracts would trip the quality gate (one bad row in four is 75%
+    # accuracy); tests of the gate itself, and the real-file tests, set it back to "fail".
+    monkeypatch.setenv("RDP_QUALITY_RULES__ON_FAILURE", "warn")
 
 
 class Cli:

@@ -15,6 +15,7 @@ from tests.conftest import Cli
 from tests.test_cli_etl import one, q
 
 pytestmark = pytest.mark.slow
+GATE = {"RDP_QUALITY_RULES__ON_FAILURE": "fail"}  # the real file must pass the quality gate as configured
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def expected(real_file: Path) -> dict:
 
 
 def test_real_file_reconciles(run_cli: Cli, warehouse_url: str, real_file: Path, expected: dict) -> None:
-    result = run_cli("etl", "--source", str(real_file), "--format", "json")
+    result = run_cli("etl", "--source", str(real_file), "--format", "json", env=GATE)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert expected["rows"] == 541_909
@@ -100,11 +101,11 @@ def test_rollback_of_a_second_load_restores_the_real_file_state(run_cli: Cli, wa
     from metadata.checksums import warehouse_checksums
     from tests.test_cli_etl import _engine
 
-    assert run_cli("etl", "--source", str(real_file), "--format", "json").exit_code == 0
+    assert run_cli("etl", "--source", str(real_file), "--format", "json", env=GATE).exit_code == 0
     engine = _engine(warehouse_url)
     before = warehouse_checksums(engine)
     second = generate_sales(tmp_path / "later.csv", 30_000, seed=7)
-    summary = json.loads(run_cli("etl", "--source", str(second.path), "--format", "json").stdout)
+    summary = json.loads(run_cli("etl", "--source", str(second.path), "--format", "json", env=GATE).stdout)
     assert summary["dimension_changes"]["dim_customers"]["expired"] > 0  # customers seen with new countries
     assert warehouse_checksums(engine) != before
     result = json.loads(run_cli("versions", "rollback", "2", "--yes", "--format", "json").stdout)

@@ -1,0 +1,160 @@
+"""Reading the quality history: evaluations, per-run scores and counts, for reports, trends,
+anomaly detection and alerts. All set-based reads; nothing here writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, func, select, text
+
+from database.models import EtlRun
+from monitoring.checks import DIMENSIONS
+from monitoring.models import QualityMetric, QualityResult
+from utils.errors import PlatformError
+
+RESULT_COLUMNS = (
+    "id", "evaluation_id", "run_id", "checked_at", "table_name", "column_name", "dimension", "check_name",
+    "measured", "threshold", "passed", "severity", "offending", "total", "samples",
+)  # fmt: skip
+
+
+@dataclass
+class RunPoint:
+    """One ETL run as the history sees it: its latest quality evaluation and its ledger counts."""
+
+    run_id: int
+    status: str | None = None
+    started_at: datetime | None = None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_already_loaded: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def result_dict(row) -> dict:
+    """A quality_results row as a plain dict (samples decoded, passed as bool)."""
+    data = {k: getattr(row, k) for k in RESULT_COLUMNS}
+    data["passed"] = bool(data["passed"])
+    data["samples"] = json.loads(data["samples"]) if data["samples"] else []
+    return data
+
+
+def latest_evaluation(conn: Connection, run_id: int | None = None) -> str | None:
+    """The newest evaluation (of `run_id` when given, else of anything)."""
+    query = select(QualityResult.evaluation_id).order_by(QualityResult.id.desc()).limit(1)
+    if run_id is not None:
+        query = query.where(QualityResult.run_id == run_id)
+    return conn.execute(query).scalar()
+
+
+def evaluation(conn: Connection, evaluation_id: str) -> list[dict]:
+    """All results of one evaluation, in check order."""
+    rows = conn.execute(select(QualityResult).where(QualityResult.evaluation_id == evaluation_id).order_by(QualityResult.id))
+    return [result_dict(r) for r in rows]
+
+
+def scores_of(results: list[dict]) -> dict[str, float]:
+    """Dimension -> mean score of the checks that measured something (as GateResult.scores)."""
+    out = {}
+    for dim in DIMENSIONS:
+        values = [r["measured"] for r in results if r["dimension"] == dim and r["total"] > 0]
+        if values:
+            out[dim] = sum(values) / len(values)
+    return out
+
+
+def known_checks(conn: Connection) -> set[str]:
+    return {n for (n,) in conn.execute(select(QualityResult.check_name).distinct())}
+
+
+def history(conn: Connection, check: str | None, last: int) -> list[dict]:
+    """Results of the last `last` evaluations (of one check when given), newest first."""
+    ids = select(QualityResult.evaluation_id, func.max(QualityResult.id).label("top")).group_by(QualityResult.evaluation_id)
+    if check is not None:
+        ids = ids.where(QualityResult.check_name == check)
+    newest = [e for e, _ in conn.execute(ids.order_by(text("top DESC")).limit(last))]
+    if not newest:
+        return []
+    query = select(QualityResult).where(QualityResult.evaluation_id.in_(newest)).order_by(QualityResult.id.desc())
+    if check is not None:
+        query = query.where(QualityResult.check_name == check)
+    return [result_dict(r) for r in conn.execute(query)]
+
+
+def run_exists(conn: Connection, run_id: int) -> bool:
+    return conn.execute(select(EtlRun.run_id).where(EtlRun.run_id == run_id)).first() is not None
+
+
+def require_run(conn: Connection, run_id: int) -> None:
+    if not run_exists(conn, run_id):
+        raise PlatformError(f"run {run_id} not found; see python main.py runs list")
+
+
+def recent_runs(conn: Connection, upto: int | None, limit: int) -> list[RunPoint]:
+    """The last `limit` load runs up to `upto` (oldest first) that read rows or were checked."""
+    ledger = select(EtlRun).where(EtlRun.status.in_(("success", "failed")), EtlRun.kind == "load")
+    checked = select(QualityResult.run_id).where(QualityResult.run_id.is_not(None)).distinct()
+    if upto is not None:
+        ledger = ledger.where(EtlRun.run_id <= upto)
+        checked = checked.where(QualityResult.run_id <= upto)
+    runs = {r.run_id: r for r in conn.execute(ledger.order_by(EtlRun.run_id.desc()).limit(limit))}
+    ids = sorted(set(runs) | {r for (r,) in conn.execute(checked.order_by(QualityResult.run_id.desc()).limit(limit))})[-limit:]
+    points = {i: _point(i, runs.get(i)) for i in ids}
+    _attach_results(conn, points)
+    _attach_metrics(conn, points)
+    return [points[i] for i in ids]
+
+
+def _point(run_id: int, run) -> RunPoint:
+    if run is None:
+        return RunPoint(run_id)
+    return RunPoint(
+        run_id, run.status, run.started_at, run.rows_read or 0, run.rows_loaded or 0, run.rows_quarantined or 0,
+        run.rows_already_loaded or 0, json.loads(run.quarantine_by_reason) if run.quarantine_by_reason else {},
+    )  # fmt: skip
+
+
+def _attach_results(conn: Connection, points: dict[int, RunPoint]) -> None:
+    if not points:
+        return
+    query = text(
+        "SELECT r.run_id, r.dimension, r.check_name, r.measured, r.total FROM quality_results r "
+        "JOIN (SELECT run_id, MAX(id) AS top FROM quality_results WHERE run_id IN :runs GROUP BY run_id) t ON t.run_id = r.run_id "
+        "JOIN quality_results e ON e.id = t.top AND e.evaluation_id = r.evaluation_id ORDER BY r.id"
+    ).bindparams(bindparam("runs", expanding=True))
+    by_run: dict[int, list[dict]] = {}
+    for run_id, dim, name, measured, total in conn.execute(query, {"runs": list(points)}):
+        by_run.setdefault(run_id, []).append({"dimension": dim, "check_name": name, "measured": measured, "total": total})
+        if total > 0:
+            points[run_id].checks[name] = measured
+    for run_id, results in by_run.items():
+        points[run_id].scores = scores_of(results)
+
+
+def _attach_metrics(conn: Connection, points: dict[int, RunPoint]) -> None:
+    if not points:
+        return
+    rows = conn.execute(
+        select(QualityMetric.run_id, QualityMetric.metric, QualityMetric.value)
+        .where(QualityMetric.run_id.in_(list(points)))
+        .order_by(QualityMetric.id)
+    )
+    for run_id, metric, value in rows:
+        points[run_id].metrics[metric] = value
+
+
+def quarantine_by_reason(conn: Connection, run_id: int | None) -> dict[str, int]:
+    """Quarantined rows per reason code (a row with two reasons counts under both)."""
+    sql = "SELECT reasons, COUNT(*) FROM etl_quarantine" + (" WHERE run_id = :run" if run_id is not None else "") + " GROUP BY reasons"
+    counts: dict[str, int] = {}
+    for reasons, n in conn.execute(text(sql), {"run": run_id}):
+        for code in (reasons or "").split(";"):
+            if code:
+                counts[code] = counts.get(code, 0) + int(n)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

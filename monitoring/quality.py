@@ -1,0 +1,173 @@
+"""Running the checks of `monitoring/checks.py`: one set-based counting query per relation,
+a few special queries, and sample queries for the checks that failed. Read-only.
+
+The fact relation is the expensive one (a scan of fact_sales joined to its three small
+dimensions); every fact check is one `COUNT(*) FILTER (WHERE ...)` of that single scan, which
+PostgreSQL runs in parallel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from statistics import median
+
+from sqlalchemy import Connection, TextClause, bindparam, text
+
+from config.settings import Settings
+from database.models import TIMESTAMP
+from monitoring.checks import INVOICE_PATTERN, RELATIONS, STOCK_CODE_PATTERN, CheckSpec, Relation
+from monitoring.countries import KNOWN_COUNTRIES
+
+_EXPANDING = ("countries", "codes")
+_TIMESTAMPS = ("data_start", "latest_ok")
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@dataclass
+class Count:
+    """What one check found: offending of total rows, and for special checks their own score."""
+
+    offending: int = 0
+    total: int = 0
+    measured: float | None = None
+    samples: list[str] = field(default_factory=list)
+
+
+def statement(sql: str) -> TextClause:
+    """text() with the list parameters expanded and the timestamp parameters typed."""
+    names = set(_PARAM.findall(sql))
+    binds = [bindparam(n, expanding=True) for n in _EXPANDING if n in names]
+    binds += [bindparam(n, type_=TIMESTAMP) for n in _TIMESTAMPS if n in names]
+    return text(sql).bindparams(*binds) if binds else text(sql)
+
+
+def _used(sql: str, params: dict) -> dict:
+    names = set(_PARAM.findall(sql))
+    return {k: v for k, v in params.items() if k in names}
+
+
+def check_params(settings: Settings, now: datetime, run_id: int | None) -> dict:
+    """Values the check conditions refer to (all bound, none spliced into SQL)."""
+    params = {
+        "invoice_re": INVOICE_PATTERN,
+        "stock_re": STOCK_CODE_PATTERN,
+        "countries": list(KNOWN_COUNTRIES),
+        "codes": [c.upper() for c in settings.products.non_merchandise_codes] or [""],
+        "max_price": settings.rules.max_unit_price,
+        "data_start": datetime.combine(settings.quality_rules.data_start, datetime.min.time()),
+        "latest_ok": now + timedelta(days=settings.rules.max_future_days),
+        "run": run_id,
+    }
+    for i, prefix in enumerate(settings.products.non_merchandise_prefixes):
+        params[f"prefix_{i}"] = prefix.upper()
+    return params
+
+
+def _from(relation: Relation, run_id: int | None, condition: str | None = None) -> str:
+    scope = f"{relation.run_column} = :run" if relation.run_column and run_id is not None else None
+    conditions = [c for c in (relation.where, scope, f"({condition})" if condition else None) if c]
+    return relation.from_sql + (" WHERE " + " AND ".join(conditions) if conditions else "")
+
+
+def count_relation(conn: Connection, name: str, predicates: list[str], run_id: int | None, params: dict) -> tuple[int, list[int]]:
+    """Rows of one relation and, in the same scan, the rows matching each predicate."""
+    columns = ["COUNT(*)"] + [f"COUNT(*) FILTER (WHERE {p})" for p in predicates]
+    sql = f"SELECT {', '.join(columns)} FROM {_from(RELATIONS[name], run_id)}"
+    row = conn.execute(statement(sql), _used(sql, params)).one()
+    return int(row[0]), [int(v or 0) for v in row[1:]]
+
+
+def count_checks(conn: Connection, settings: Settings, specs: list[CheckSpec], run_id: int | None, now: datetime) -> dict[str, Count]:
+    """Count every check of `specs`: one query per relation, plus the special checks."""
+    params = check_params(settings, now, run_id)
+    counts = {s.name: Count() for s in specs}
+    for relation in dict.fromkeys(r for s in specs if not s.special for r in s.predicates):
+        members = [s for s in specs if relation in s.predicates]
+        conditions = [s.predicates[relation] for s in members if s.predicates[relation]]
+        total, matched = count_relation(conn, relation, conditions, run_id, params)
+        found = iter(matched)
+        for spec in members:
+            counts[spec.name].total += total
+            if spec.predicates[relation]:
+                counts[spec.name].offending += next(found)
+    for spec in specs:
+        if spec.special:
+            counts[spec.name] = SPECIALS[spec.special](conn, settings, run_id, now)
+    return counts
+
+
+def sample_offending(conn: Connection, spec: CheckSpec, run_id: int | None, settings: Settings, now: datetime, limit: int) -> list[str]:
+    """Up to `limit` offending values of a row check, for people to look at."""
+    params = check_params(settings, now, run_id) | {"limit": limit}
+    samples: list[str] = []
+    for relation, expr in spec.samples.items():
+        predicate = spec.predicates.get(relation)
+        if not predicate or len(samples) >= limit:
+            continue
+        sql = f"SELECT {expr} FROM {_from(RELATIONS[relation], run_id, predicate)} LIMIT :limit"
+        params["limit"] = limit - len(samples)
+        samples += [str(v) for (v,) in conn.execute(statement(sql), _used(sql, params))]
+    return samples
+
+
+# -- special checks -------------------------------------------------------------------------
+
+
+def _as_datetime(value: object) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _line_identity(conn: Connection, settings: Settings, run_id: int | None, now: datetime) -> Count:
+    total, distinct = conn.execute(text("SELECT COUNT(*), COUNT(DISTINCT line_id) FROM fact_sales")).one()
+    count = Count(int(total) - int(distinct), int(total))
+    if count.offending:
+        rows = conn.execute(
+            text("SELECT line_id, COUNT(*) FROM fact_sales GROUP BY line_id HAVING COUNT(*) > 1 LIMIT :n"),
+            {"n": settings.quality_rules.sample_size},
+        )
+        count.samples = [f"line_id={line} rows={n}" for line, n in rows]
+    return count
+
+
+def _age_score(newest: datetime | None, now: datetime, settings: Settings, what: str) -> Count:
+    limit = settings.quality_rules.freshness_max_age_days
+    if newest is None:
+        return Count(1, 1, 0.0, [f"no {what} yet"])
+    age = max((now - newest).total_seconds() / 86400, 0.0)
+    if age <= limit:
+        return Count(0, 1, 1.0)
+    return Count(1, 1, limit / age, [f"{what} {newest:%Y-%m-%d %H:%M:%S} is {age:,.1f} days old (limit {limit:g})"])
+
+
+def _newest_transaction(conn: Connection, settings: Settings, run_id: int | None, now: datetime) -> Count:
+    # MAX(date_key) comes from the (date_key, line_id) index; only the newest day is then read.
+    newest = conn.execute(
+        text("SELECT MAX(transaction_datetime) FROM fact_sales WHERE date_key = (SELECT MAX(date_key) FROM fact_sales)")
+    ).scalar()
+    return _age_score(_as_datetime(newest), now, settings, "newest transaction")
+
+
+def _last_success(conn: Connection, settings: Settings, run_id: int | None, now: datetime) -> Count:
+    if run_id is not None:
+        return Count(0, 1, 1.0)  # the run being checked is the newest load
+    last = conn.execute(text("SELECT MAX(finished_at) FROM etl_runs WHERE status = 'success'")).scalar()
+    return _age_score(_as_datetime(last), now, settings, "last successful load")
+
+
+SPECIALS = {"line_identity": _line_identity, "newest_transaction": _newest_transaction, "last_success": _last_success}
+
+
+def run_metrics(conn: Connection, run_id: int) -> dict[str, float]:
+    """Run-level figures kept for anomaly detection: revenue, trading days, and revenue per day
+    as the median of the run's daily revenues (one very large order does not swing it)."""
+    daily = sorted(
+        float(v)
+        for (v,) in conn.execute(text("SELECT SUM(line_total) FROM fact_sales WHERE run_id = :run GROUP BY date_key"), {"run": run_id})
+    )
+    if not daily:
+        return {}
+    return {"revenue": sum(daily), "days": float(len(daily)), "revenue_per_day": median(daily)}

@@ -1,0 +1,64 @@
+"""The quality gate inside the ETL: a failing blocking check rolls the run back; warn mode loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Cli, write_csv
+from tests.test_cli_etl import ROWS, etl_json, one, q
+from tests.test_quality_checks import CLEAN_ROWS
+
+FAIL = {"RDP_QUALITY_RULES__ON_FAILURE": "fail"}
+
+
+def test_failing_gate_rolls_back_and_keeps_its_results(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    result = run_cli("etl", "--source", str(write_csv(tmp_path / "s.csv", ROWS)), env=FAIL)
+    assert result.exit_code == 1
+    error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and error[0].startswith("Error: quality gate failed (accuracy.source.business_rules 0.")
+    assert "the run was rolled back and nothing was loaded" in result.output
+    for table in ("fact_sales", "etl_quarantine", "dim_products", "agg_daily_product"):
+        assert one(warehouse_url, f"SELECT COUNT(*) FROM {table}") == 0, table
+    assert q(warehouse_url, "SELECT status FROM etl_runs") == [("failed",)]
+    recorded = q(warehouse_url, "SELECT check_name, passed FROM quality_results WHERE run_id = 1")
+    assert ("accuracy.source.business_rules", False) in [(c, bool(p)) for c, p in recorded]
+
+
+def test_warn_mode_loads_and_says_so(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    summary = etl_json(run_cli, write_csv(tmp_path / "s.csv", ROWS), "--format", "json")
+    assert summary["status"] == "success" and summary["rows_loaded"] == 8
+    assert "quality gate failed but quality_rules.on_failure is warn: accuracy.source.business_rules" in summary["message"]
+    assert 0 < summary["quality"]["accuracy"] < 1
+
+
+def test_clean_data_passes_the_gate(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    result = run_cli("etl", "--source", str(write_csv(tmp_path / "s.csv", CLEAN_ROWS)), "--format", "json", env=FAIL)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "success"
+    assert set(summary["quality"]) >= {"completeness", "validity", "uniqueness", "accuracy", "consistency"}
+    assert one(warehouse_url, "SELECT COUNT(*) FROM quality_results WHERE run_id = 1") > 20
+
+
+def test_quarantine_replay_command(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    etl_json(run_cli, write_csv(tmp_path / "s.csv", ROWS))
+    dry = json.loads(
+        run_cli(
+            "quarantine",
+            "replay",
+            "--reason",
+            "zero_quantity",
+            "--dry-run",
+            "--format",
+            "json",
+            env={"RDP_RULES__REJECT_ZERO_QUANTITY": "false"},
+        ).stdout
+    )
+    assert (dry["considered"], dry["loaded"], dry["dry_run"]) == (1, 1, True)
+    assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == 8
+    done = run_cli("quarantine", "replay", "--reason", "zero_quantity", env={"RDP_RULES__REJECT_ZERO_QUANTITY": "false"})
+    assert done.exit_code == 0 and "still quarantined" in done.output
+    assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == 9
+    bad = run_cli("quarantine", "replay", "--reason", "nope")
+    assert bad.exit_code == 1 and "Error: unknown reason 'nope'" in bad.output
