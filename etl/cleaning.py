@@ -218,9 +218,8 @@ def malformed_rows(malformed: list[tuple[int, str, str]]) -> pd.DataFrame:
     """Quarantine records for lines the CSV parser could not split into eight fields."""
     rows = np.array([r for r, _, _ in malformed], dtype=np.int64)
     text = pd.Series([t for _, t, _ in malformed], dtype="str")
-    out = pd.DataFrame(
-        {"line_id": line_identity(pd.DataFrame({"raw": text, "row": rows.astype(str)})), "source_row": rows, "reasons": "malformed_line"}
-    )
+    ids = line_identity(pd.DataFrame({"raw": text, "row": rows.astype(str)})).view(np.int64)
+    out = pd.DataFrame({"line_id": ids, "source_row": rows, "reasons": "malformed_line"})
     for col in SOURCE_COLUMNS:
         out[_SNAKE[col]] = ""
     out["raw_line"] = text.to_numpy()
