@@ -79,15 +79,22 @@ class ApiSource:
         self._token = _token(options.token_env)
         self._token_env = options.token_env
         self.session = _session(self._token)
-        self._first: _Page | None = self._fetch(url)
-        if not self._first.records:
+        try:
+            self._first: _Page | None = self._fetch(url)
+            self.keys = self._columns(self._first, options.column_map)
+        except BaseException:
+            self.session.close()
+            raise
+        self.estimated_rows = self._first.total
+
+    def _columns(self, first: _Page, column_map: dict[str, str]) -> dict[str, str]:
+        """canonical column -> record key, from the keys of the first page's records."""
+        if not first.records:
             raise SourceError(f"{self.location}: the API returned no records; check the URL and its parameters")
-        headers = list(dict.fromkeys(k for r in self._first.records if isinstance(r, dict) for k in r))
+        headers = list(dict.fromkeys(k for r in first.records if isinstance(r, dict) for k in r))
         if not headers:
             raise SourceError(f'{self.location}: the records are not JSON objects; expected objects like {{"InvoiceNo": ...}}')
-        mapping = resolve_columns(headers, options.column_map, self.location)
-        self.keys = {target: raw for raw, target in mapping.items()}
-        self.estimated_rows = self._first.total
+        return {target: raw for raw, target in resolve_columns(headers, column_map, self.location).items()}
 
     # --- fetching -----------------------------------------------------------------------------------------
 
@@ -214,11 +221,14 @@ def _session(token: str | None) -> requests.Session:
 
 
 def _reason(exc: requests.RequestException) -> str:
+    """The root cause of a failed request in a few words ("Connection refused", "Read timed out")."""
     if isinstance(exc, requests.Timeout):
         return "timed out"
-    text = str(exc.args[0] if exc.args else exc)
-    match = re.search(r"\((?:Caused by )?\w+\((?:<[^>]*>, )?'?([^')]*)", text)
-    return mask_url(match.group(1) if match else text.splitlines()[0])[:200]
+    inner = exc.args[0] if exc.args else exc
+    cause = str(getattr(inner, "reason", None) or inner)
+    cause = cause.split("): ", 1)[-1]  # drop urllib3's "HTTPConnection(host=..., port=...): " prefix
+    cause = re.sub(r"^Failed to establish a new connection: (\[Errno -?\d+\] )?", "", cause)
+    return mask_url(cause.strip() or type(exc).__name__)[:200]
 
 
 def _service_message(response: requests.Response) -> str:

@@ -37,10 +37,16 @@ def _progress_bar(total: int | None) -> tuple[Progress | nullcontext, callable]:
     return bar, update
 
 
+def _source_facts(s: RunSummary) -> list[str]:
+    facts = [s.encoding] if s.encoding else []
+    facts.append(f"sha256 {s.checksum[:12]}…" if s.checksum else "no checksum: not a file")
+    return facts
+
+
 def _summary_rows(s: RunSummary) -> list[dict]:
     rows = [
         {"": "run", "value": f"{s.run_id} ({s.status}) on {s.backend}"},
-        {"": "source", "value": f"{s.source} ({s.encoding}, sha256 {s.checksum[:12]}…)"},
+        {"": "source", "value": f"{s.source} ({', '.join(_source_facts(s))})"},
         {"": "rows read", "value": f"{s.rows_read:,}"},
         {"": "  new facts", "value": f"{s.rows_loaded:,}"},
         {"": "  quarantined", "value": f"{s.rows_quarantined:,}"},

@@ -124,7 +124,6 @@ class DatabaseSource:
         return select(reflected).order_by(*reflected.primary_key.columns)
 
     def _mapping(self, headers: list[str]) -> None:
-        self.headers = headers
         self.positions = canonical_positions(headers, resolve_columns(headers, self._column_map, self.masked))
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import weakref
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -180,8 +181,13 @@ class WorkbookSource:
         try:
             self.sheets = self._plan(wb, options.sheet, options.column_map)
             self.estimated_rows = self._estimate(wb)
-        finally:
+        except BaseException:
             wb.close()
+            raise
+        # Kept open for chunks(): opening parses every sheet once more when the file has no
+        # <dimension> element (files written by openpyxl's write-only mode, for one).
+        self._wb = wb
+        self._closer = weakref.finalize(self, wb.close)
 
     def _open(self):
         from openpyxl import load_workbook
@@ -263,7 +269,7 @@ class WorkbookSource:
         return total or None
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        wb = self._open()
+        wb, self._wb = self._wb or self._open(), None
         try:
             yield from _Chunker(chunk_size).run(wb, self.sheets)
         finally:

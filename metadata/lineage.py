@@ -107,10 +107,15 @@ def fact_origin(engine: Engine, sales_key: int) -> dict:
         "source": mask_url(run["source"]),
         "source_checksum": run["source_checksum"],
         "source_row": fact.source_row,
-        "line_number": fact.source_row + 1,
+        # a text file's line (header on line 1, no field spanning lines); other sources count records
+        "line_number": fact.source_row + 1 if _is_text_file(run["source"]) else None,
         "invoice_no": fact.invoice_no,
         "line_id": fact.line_id,
     }
+
+
+def _is_text_file(location: str) -> bool:
+    return "://" not in location and location.lower().endswith((".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".gz", ".bz2"))
 
 
 def mermaid(runs: list[dict]) -> str:
