@@ -66,6 +66,7 @@ def setup_schema(engine: Engine) -> SetupResult:
             if engine.dialect.name == "postgresql" and "fact_sales" in missing:
                 create_partitioned_fact(conn)
             Base.metadata.create_all(conn, checkfirst=True)
+            _backfill_aggregates(conn, missing)
             exists = conn.execute(select(DimCustomer.customer_key).where(DimCustomer.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
             if exists is None:
                 conn.execute(
@@ -82,6 +83,17 @@ def setup_schema(engine: Engine) -> SetupResult:
         raise describe(engine, exc) from None
     existing = [t for t in Base.metadata.tables if t not in missing]
     return SetupResult(missing, existing, exists is None)
+
+
+def _backfill_aggregates(conn, missing: list[str]) -> None:
+    """Aggregate tables added to a warehouse that already has facts get every date computed."""
+    from performance.aggregates import AGGREGATE_TABLES, refresh
+
+    if "fact_sales" in missing or not any(t in missing for t in AGGREGATE_TABLES):
+        return
+    dates = [d for (d,) in conn.execute(text("SELECT DISTINCT date_key FROM fact_sales"))]
+    if dates:
+        refresh(conn, dates)
 
 
 def server_version(engine: Engine) -> str:

@@ -53,6 +53,8 @@ def _summary_rows(s: RunSummary) -> list[dict]:
         {"": "  already loaded", "value": f"{s.rows_already_loaded:,}"},
     ]
     rows += [{"": f"    {reason}", "value": f"{n:,}"} for reason, n in s.quarantine_by_reason.items()]
+    if s.key_cache:
+        rows.append({"": "key cache hit rate", "value": ", ".join(f"{k} {v['hit_rate']:.1%}" for k, v in s.key_cache.items())})
     if s.quality:
         rows.append({"": "quality", "value": ", ".join(f"{dim} {score:.3f}" for dim, score in s.quality.items())})
     for dim, changes in s.dimension_changes.items():

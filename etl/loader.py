@@ -113,6 +113,7 @@ class LoadCounts:
     quarantine_by_reason: Counter = field(default_factory=Counter)
     dimensions: dict[str, dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    key_cache: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class WarehouseLoader:
@@ -174,6 +175,7 @@ class WarehouseLoader:
         fresh = accepted[~known]
         self.counts.facts_already_loaded += int(known.sum())
         self.counts.quarantine_already_held += int(rejected_known.sum())
+        self._count_cache_hits(fresh)
         with self.timed("dim_date"):
             self._load_dates(fresh)
         with self.timed("dim_products"):
@@ -213,6 +215,8 @@ class WarehouseLoader:
                 ),
                 {"run": self.run_id},
             ).one()
+        for stats in self.counts.key_cache.values():
+            stats["hit_rate"] = round(stats["hits"] / stats["lookups"], 4) if stats["lookups"] else 1.0
         self.counts.dimensions = {
             "dim_date": {"inserted": self.dates_inserted},
             "dim_products": {"inserted": int(row[0] or 0), "updated": int(row[1] or 0)},
@@ -334,6 +338,20 @@ class WarehouseLoader:
                 self.partitions.add(partition_name(month))
 
     # -- surrogate keys ----------------------------------------------------------------------
+
+    def _count_cache_hits(self, fresh: pd.DataFrame) -> None:
+        """Key lookups of a chunk answered by the cache as it was before the chunk (misses are
+        keys the chunk first had to write and read back)."""
+        known_customers = set(self.versions["customer_id"]) if not self.versions.empty else set()
+        with_customer = fresh["customer_id"].notna()
+        for name, lookups, hits in (
+            ("products", len(fresh), int(fresh["stock_code"].isin(self.product_keys.keys()).sum())),
+            ("dates", len(fresh), int(fresh["date_key"].isin(self.date_keys).sum())),
+            ("customers", int(with_customer.sum()), int(fresh.loc[with_customer, "customer_id"].isin(known_customers).sum())),
+        ):
+            stats = self.counts.key_cache.setdefault(name, {"lookups": 0, "hits": 0})
+            stats["lookups"] += lookups
+            stats["hits"] += hits
 
     def _with_keys(self, fresh: pd.DataFrame) -> pd.DataFrame:
         facts = fresh.assign(

@@ -91,11 +91,14 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("RDP_") and name not in (
             "RDP_REQUIRE_POSTGRES",
             "RDP_REQUIRE_DATASET",
+            "RDP_REQUIRE_REDIS",
+            "RDP_TEST_REDIS_URL",
             "RDP_TEST_POSTGRES_URL",
             "RDP_REAL_DATASET",
         ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("RDP_LOGGING__FILE", str(tmp_path / "logs" / "rdp.log"))
+    monkeypatch.setenv("RDP_CACHE__DISK_PATH", str(tmp_path / "cache"))
     # Small hand-made extracts would trip the quality gate (one bad row in four is 75%
     # accuracy); tests of the gate itself, and the real-file tests, set it back to "fail".
     monkeypatch.setenv("RDP_QUALITY_RULES__ON_FAILURE", "warn")
