@@ -1,0 +1,238 @@
+"""Job definitions: validation, the `scheduled_jobs` table, and when a job is due.
+
+Times are the local wall-clock time of the machine the daemon runs on (what the `schedule`
+library uses); stored timestamps are UTC, like every other table of the warehouse.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import schedule
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from database.schema import missing_tables, setup_schema
+from etl.ledger import utcnow
+from scheduling.models import ScheduledJob
+from utils.errors import PlatformError
+
+KINDS = ("etl", "quality", "alerts", "docs")
+SCHEDULE_TYPES = ("daily", "weekly", "every")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class JobDef:
+    """What a job runs and when: one row of `scheduled_jobs` without its run bookkeeping."""
+
+    name: str
+    kind: str
+    schedule_type: str
+    source: str | None = None
+    archive_dir: str | None = None
+    at_time: str | None = None
+    weekday: str | None = None
+    interval_s: int | None = None
+    enabled: bool = True
+
+    def describe(self) -> str:
+        """The schedule in words: 'daily at 02:00', 'every 30 s', 'weekly on monday at 06:00'."""
+        if self.schedule_type == "every":
+            n = self.interval_s or 0
+            return f"every {n // 60} min" if n % 60 == 0 else f"every {n} s"
+        if self.schedule_type == "weekly":
+            return f"weekly on {self.weekday} at {self.at_time}"
+        return f"daily at {self.at_time}"
+
+    def what(self) -> str:
+        """What the job runs, in words."""
+        return f"etl {self.source}" if self.kind == "etl" else self.kind
+
+
+# --- validation (ValueError with a message the command shows as a usage error) -------------
+
+
+def parse_time(value: str) -> str:
+    """'2:00' or '02:00' -> '02:00'; anything else is a ValueError."""
+    match = _TIME.match(value.strip())
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError(f"{value!r} is not a time of day; use HH:MM on the 24-hour clock, e.g. 02:00 or 23:30")
+    return f"{int(match[1]):02d}:{match[2]}"
+
+
+def parse_day(value: str) -> str:
+    """'mon', 'Monday' -> 'monday'; anything else is a ValueError."""
+    key = value.strip().lower()
+    matches = [d for d in WEEKDAYS if len(key) >= 3 and d.startswith(key)]
+    if len(matches) != 1:
+        raise ValueError(f"{value!r} is not a day of the week; use mon, tue, wed, thu, fri, sat or sun")
+    return matches[0]
+
+
+def check_name(value: str) -> str:
+    """A job name: letters, digits, '_', '.', '-', starting with a letter or digit, at most 100."""
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid job name; use letters, digits, '_', '.' or '-' (at most 100, no spaces)")
+    return value
+
+
+def is_glob(source: str) -> bool:
+    return any(c in _GLOB_CHARS for c in source)
+
+
+def absolute_source(source: str, base: Path | None = None) -> str:
+    """The source as an absolute path or pattern (the daemon may run in another folder)."""
+    path = Path(source).expanduser()
+    return str(path if path.is_absolute() else (base or Path.cwd()) / path)
+
+
+# --- schedule computation -----------------------------------------------------------------
+
+
+def attach(scheduler: schedule.Scheduler, job: JobDef, func) -> schedule.Job:
+    """Add `job` to a `schedule` scheduler, calling `func` when due."""
+    if job.schedule_type == "every":
+        return scheduler.every(job.interval_s).seconds.do(func)
+    if job.schedule_type == "weekly":
+        return getattr(scheduler.every(), job.weekday).at(job.at_time).do(func)
+    return scheduler.every().day.at(job.at_time).do(func)
+
+
+def next_run_local(job: JobDef) -> datetime:
+    """When the job is next due, counted from now (local time, as the daemon counts)."""
+    return attach(schedule.Scheduler(), job, lambda: None).next_run
+
+
+def to_utc(local: datetime) -> datetime:
+    """A naive local time as a naive UTC time (as stored)."""
+    return local.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def to_local(utc: datetime | None) -> datetime | None:
+    """A stored naive UTC time as naive local time (for people)."""
+    return utc.replace(tzinfo=UTC).astimezone().replace(tzinfo=None) if utc else None
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the warehouse tables (the scheduler's included) if any is missing."""
+    if missing_tables(engine):
+        setup_schema(engine)
+
+
+def tables_exist(engine: Engine) -> bool:
+    """Whether the scheduler's tables exist (read-only commands do not create them)."""
+    missing = missing_tables(engine)
+    return "scheduled_jobs" not in missing and "job_runs" not in missing
+
+
+def definition_of(row) -> JobDef:
+    """The definition part of a scheduled_jobs row."""
+    return JobDef(**{f.name: getattr(row, f.name) for f in fields(JobDef)})
+
+
+def add_job(engine: Engine, job: JobDef, replace: bool = False) -> JobDef:
+    """Store a new job (or replace one of the same name when `replace`).
+
+    Each transaction starts with its write: on SQLite in WAL mode a transaction that reads
+    first and writes later fails at once ("database is locked") if another process wrote in
+    between, e.g. the daemon recording a run.
+    """
+    now = utcnow()
+    values = {f.name: getattr(job, f.name) for f in fields(JobDef)}
+    values |= {"updated_at": now, "next_run_at": to_utc(next_run_local(job)) if job.enabled else None}
+    with engine.begin() as conn:
+        if replace and conn.execute(update(ScheduledJob).where(ScheduledJob.name == job.name).values(**values)).rowcount:
+            return job
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(ScheduledJob).values(created_at=now, **values))
+    except IntegrityError:
+        raise PlatformError(
+            f"a job named '{job.name}' already exists; choose another --name, add --replace, or remove it first (schedule remove {job.name})"
+        ) from None
+    return job
+
+
+def _missing(engine: Engine, name: str) -> PlatformError:
+    names = [j.name for j in list_jobs(engine)]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return PlatformError(f"no job named '{name}'{hint}; see python main.py schedule list")
+
+
+def get_job(engine: Engine, name: str):
+    """One job's row, or a PlatformError naming the closest job."""
+    with engine.connect() as conn:
+        row = conn.execute(select(ScheduledJob).where(ScheduledJob.name == name)).first()
+    if row is None:
+        raise _missing(engine, name)
+    return row
+
+
+def get_definition(engine: Engine, name: str) -> JobDef:
+    return definition_of(get_job(engine, name))
+
+
+def list_jobs(engine: Engine) -> list:
+    """Every job row, by name."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(ScheduledJob).order_by(ScheduledJob.name)))
+
+
+def definitions(engine: Engine) -> dict[str, JobDef]:
+    """Every job's definition by name (what the daemon compares to notice a change)."""
+    return {row.name: definition_of(row) for row in list_jobs(engine)}
+
+
+def remove_job(engine: Engine, name: str) -> None:
+    with engine.begin() as conn:
+        if conn.execute(delete(ScheduledJob).where(ScheduledJob.name == name)).rowcount == 0:
+            raise _missing(engine, name)
+
+
+def set_enabled(engine: Engine, name: str, enabled: bool) -> JobDef:
+    """Enable or disable a job; enabling counts its next run from now (no catch-up of the pause)."""
+    job = get_definition(engine, name)
+    next_run = to_utc(next_run_local(job)) if enabled else None
+    with engine.begin() as conn:
+        conn.execute(
+            update(ScheduledJob).where(ScheduledJob.name == name).values(enabled=enabled, updated_at=utcnow(), next_run_at=next_run)
+        )
+    return get_definition(engine, name)
+
+
+def record_next_run(engine: Engine, name: str, next_run_local_time: datetime | None) -> None:
+    """Persist when the daemon will run the job next (a past value later means: missed)."""
+    value = to_utc(next_run_local_time) if next_run_local_time else None
+    with engine.begin() as conn:
+        conn.execute(update(ScheduledJob).where(ScheduledJob.name == name).values(next_run_at=value))
+
+
+def record_last_run(engine: Engine, name: str, started: datetime, status: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(ScheduledJob).where(ScheduledJob.name == name).values(last_run_at=started, last_status=status))
+
+
+def missed_jobs(engine: Engine, now_utc: datetime | None = None) -> list[tuple[JobDef, datetime]]:
+    """Enabled jobs whose stored next run is in the past (the daemon was not running then)."""
+    now_utc = now_utc or utcnow()
+    with engine.connect() as conn:
+        rows = list(
+            conn.execute(
+                select(ScheduledJob).where(
+                    ScheduledJob.enabled.is_(True), ScheduledJob.next_run_at.is_not(None), ScheduledJob.next_run_at < now_utc
+                )
+            )
+        )
+    return [(definition_of(r), r.next_run_at) for r in sorted(rows, key=lambda r: r.next_run_at)]
