@@ -44,6 +44,20 @@ class Base(DeclarativeBase):
     """Declarative base of every warehouse table."""
 
 
+class RawSourceValues:
+    """The source fields of a rejected row exactly as read (shared by the quarantine tables)."""
+
+    invoice_no: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceNo")
+    stock_code: Mapped[str | None] = mapped_column(Text, comment="raw StockCode")
+    description: Mapped[str | None] = mapped_column(Text, comment="raw Description")
+    quantity: Mapped[str | None] = mapped_column(Text, comment="raw Quantity")
+    invoice_date: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceDate")
+    unit_price: Mapped[str | None] = mapped_column(Text, comment="raw UnitPrice")
+    customer_id: Mapped[str | None] = mapped_column(Text, comment="raw CustomerID")
+    country: Mapped[str | None] = mapped_column(Text, comment="raw Country")
+    raw_line: Mapped[str | None] = mapped_column(Text, comment="the whole line, when it could not be split into fields")
+
+
 class EtlRun(Base):
     __tablename__ = "etl_runs"
     __table_args__ = {"comment": "Run ledger: one row per ETL run; rows_read = rows_loaded + rows_quarantined + rows_already_loaded"}
@@ -156,7 +170,7 @@ class FactSales(Base):
     run_id: Mapped[int] = mapped_column(Integer, comment="run that loaded the line (etl_runs)")
 
 
-class Quarantine(Base):
+class Quarantine(RawSourceValues, Base):
     __tablename__ = "etl_quarantine"
     __table_args__ = (
         Index("ix_etl_quarantine_run", "run_id"),
@@ -170,15 +184,6 @@ class Quarantine(Base):
     line_id: Mapped[int] = mapped_column(BigInteger, unique=True, comment="line identity, so a re-load does not quarantine it twice")
     source_row: Mapped[int] = mapped_column(BigInteger, comment="row number in the source (1 = first data row)")
     reasons: Mapped[str] = mapped_column(String(300), comment="reason codes separated by ';'")
-    invoice_no: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceNo")
-    stock_code: Mapped[str | None] = mapped_column(Text, comment="raw StockCode")
-    description: Mapped[str | None] = mapped_column(Text, comment="raw Description")
-    quantity: Mapped[str | None] = mapped_column(Text, comment="raw Quantity")
-    invoice_date: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceDate")
-    unit_price: Mapped[str | None] = mapped_column(Text, comment="raw UnitPrice")
-    customer_id: Mapped[str | None] = mapped_column(Text, comment="raw CustomerID")
-    country: Mapped[str | None] = mapped_column(Text, comment="raw Country")
-    raw_line: Mapped[str | None] = mapped_column(Text, comment="the whole line, when it could not be split into fields")
     quarantined_at: Mapped[datetime] = mapped_column(
         TIMESTAMP, server_default=text("CURRENT_TIMESTAMP"), comment="when it was quarantined (UTC)"
     )
@@ -222,7 +227,7 @@ class DimCustomerHistory(Base):
     expired_run_id: Mapped[int | None] = mapped_column(Integer, comment="expired_run_id before the change")
 
 
-class QuarantineReplayed(Base):
+class QuarantineReplayed(RawSourceValues, Base):
     __tablename__ = "etl_quarantine_replayed"
     __table_args__ = (
         Index("ix_etl_quarantine_replayed_run", "replay_run_id"),
@@ -237,13 +242,4 @@ class QuarantineReplayed(Base):
     line_id: Mapped[int] = mapped_column(BigInteger, comment="line identity")
     source_row: Mapped[int] = mapped_column(BigInteger, comment="row number in the source")
     reasons: Mapped[str] = mapped_column(String(300), comment="reason codes it was quarantined with")
-    invoice_no: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceNo")
-    stock_code: Mapped[str | None] = mapped_column(Text, comment="raw StockCode")
-    description: Mapped[str | None] = mapped_column(Text, comment="raw Description")
-    quantity: Mapped[str | None] = mapped_column(Text, comment="raw Quantity")
-    invoice_date: Mapped[str | None] = mapped_column(Text, comment="raw InvoiceDate")
-    unit_price: Mapped[str | None] = mapped_column(Text, comment="raw UnitPrice")
-    customer_id: Mapped[str | None] = mapped_column(Text, comment="raw CustomerID")
-    country: Mapped[str | None] = mapped_column(Text, comment="raw Country")
-    raw_line: Mapped[str | None] = mapped_column(Text, comment="the whole line, when it could not be split into fields")
     quarantined_at: Mapped[datetime] = mapped_column(TIMESTAMP, comment="when it was first quarantined (UTC)")

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.settings import Settings
+from etl.columns import SNAKE as _SNAKE
 from etl.columns import SOURCE_COLUMNS
 from etl.identity import DuplicateTracker, line_identity
 
@@ -24,16 +25,6 @@ STRUCTURAL_FIELDS = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitP
 _INT = r"[+-]?\d{1,15}"
 _PRICE = r"[+-]?(?:\d{1,12}(?:\.\d{0,3})?|\.\d{1,3})"
 _CUSTOMER = r"\d{1,15}(?:\.0*)?"
-_SNAKE = {
-    "InvoiceNo": "invoice_no",
-    "StockCode": "stock_code",
-    "Description": "description",
-    "Quantity": "quantity",
-    "InvoiceDate": "invoice_date",
-    "UnitPrice": "unit_price",
-    "CustomerID": "customer_id",
-    "Country": "country",
-}
 
 REASONS = {
     "missing_invoice_no": "InvoiceNo is empty",

@@ -12,3 +12,15 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "CustomerID",
     "Country",
 )
+
+# Column of the quarantine (and of the cleaning's reason codes) holding each source field.
+SNAKE: dict[str, str] = {
+    "InvoiceNo": "invoice_no",
+    "StockCode": "stock_code",
+    "Description": "description",
+    "Quantity": "quantity",
+    "InvoiceDate": "invoice_date",
+    "UnitPrice": "unit_price",
+    "CustomerID": "customer_id",
+    "Country": "country",
+}

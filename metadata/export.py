@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from sqlalchemy import Engine
 
+from etl.columns import SOURCE_COLUMNS
 from metadata.catalog import catalog_tables, list_columns, list_tables
 from metadata.lineage import lineage
 from metadata.versions import list_versions
@@ -86,25 +87,7 @@ def openlineage_events(engine: Engine) -> list[dict]:
         source = {
             "namespace": "file",
             "name": run["source"]["location"],
-            "facets": {
-                "schema": _facet(
-                    {
-                        "fields": [
-                            {"name": c, "type": "string"}
-                            for c in (
-                                "InvoiceNo",
-                                "StockCode",
-                                "Description",
-                                "Quantity",
-                                "InvoiceDate",
-                                "UnitPrice",
-                                "CustomerID",
-                                "Country",
-                            )
-                        ]
-                    }
-                )
-            },
+            "facets": {"schema": _facet({"fields": [{"name": c, "type": "string"} for c in SOURCE_COLUMNS]})},
         }
         source["inputFacets"] = {"dataQualityMetrics": _facet({"rowCount": run["source"]["rows"], "columnMetrics": {}})}
         outputs = [

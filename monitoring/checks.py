@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from config.settings import Settings
+from etl.columns import SNAKE as _SNAKE
 from etl.columns import SOURCE_COLUMNS
 from utils.errors import ConfigError, PlatformError
 
@@ -25,17 +26,6 @@ INVOICE_PATTERN = r"^[CA]?\d{6}$"
 STOCK_CODE_PATTERN = r"^\d{5}[A-Z]{0,2}$"
 TRANSACTION_TYPES = ("sale", "return", "adjustment")
 SOURCE = "source"
-
-_SNAKE = {
-    "InvoiceNo": "invoice_no",
-    "StockCode": "stock_code",
-    "Description": "description",
-    "Quantity": "quantity",
-    "InvoiceDate": "invoice_date",
-    "UnitPrice": "unit_price",
-    "CustomerID": "customer_id",
-    "Country": "country",
-}
 
 
 @dataclass(frozen=True)
