@@ -68,9 +68,9 @@ def _add(
         archive_dir=str(Path(archive_dir).expanduser().resolve()) if archive_dir else None, enabled=not disabled, **when,
     )  # fmt: skip
     jobs.ensure_schema(app.engine)
-    jobs.add_job(app.engine, job, replace)
+    replaced = jobs.add_job(app.engine, job, replace)
     _notify(app)
-    _show_job(app, name, fmt, "replaced" if replace else "added")
+    _show_job(app, name, fmt, "replaced" if replaced else "added")
 
 
 def _show_job(app, name: str, fmt: str, verb: str) -> None:

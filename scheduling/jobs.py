@@ -141,8 +141,8 @@ def definition_of(row) -> JobDef:
     return JobDef(**{f.name: getattr(row, f.name) for f in fields(JobDef)})
 
 
-def add_job(engine: Engine, job: JobDef, replace: bool = False) -> JobDef:
-    """Store a new job (or replace one of the same name when `replace`).
+def add_job(engine: Engine, job: JobDef, replace: bool = False) -> bool:
+    """Store a new job (or replace one of the same name when `replace`); True when one was replaced.
 
     Each transaction starts with its write: on SQLite in WAL mode a transaction that reads
     first and writes later fails at once ("database is locked") if another process wrote in
@@ -153,7 +153,7 @@ def add_job(engine: Engine, job: JobDef, replace: bool = False) -> JobDef:
     values |= {"updated_at": now, "next_run_at": to_utc(next_run_local(job)) if job.enabled else None}
     with engine.begin() as conn:
         if replace and conn.execute(update(ScheduledJob).where(ScheduledJob.name == job.name).values(**values)).rowcount:
-            return job
+            return True
     try:
         with engine.begin() as conn:
             conn.execute(insert(ScheduledJob).values(created_at=now, **values))
@@ -161,7 +161,7 @@ def add_job(engine: Engine, job: JobDef, replace: bool = False) -> JobDef:
         raise PlatformError(
             f"a job named '{job.name}' already exists; choose another --name, add --replace, or remove it first (schedule remove {job.name})"
         ) from None
-    return job
+    return False
 
 
 def _missing(engine: Engine, name: str) -> PlatformError:
