@@ -33,6 +33,8 @@ def describe(engine: Engine, exc: SQLAlchemyError) -> DatabaseError:
     lowered = detail.lower()
     if "does not exist" in lowered and "database" in lowered:
         return DatabaseError(f"warehouse {url}: {detail}. Create it (createdb) or fix --database-url / RDP_DATABASE_URL")
+    if "role" in lowered and "does not exist" in lowered:
+        return DatabaseError(f"warehouse {url}: {detail}; fix the user in the database URL or create the role")
     if "password authentication failed" in lowered or "authentication" in lowered:
         return DatabaseError(f"warehouse {url}: authentication failed; check the user and password in the database URL")
     if isinstance(exc, OperationalError) and any(h in lowered for h in _TRANSIENT_HINTS):
