@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
@@ -21,11 +22,16 @@ def utcnow() -> datetime:
 
 def close_stale_runs(engine: Engine) -> list[int]:
     """Mark runs left 'running' by a dead process as failed. Call while holding the warehouse lock."""
+    # One statement that writes first: on SQLite a read-then-write transaction fails at once
+    # ("database is locked") when another process wrote in between, whatever the busy timeout.
     with engine.begin() as conn:
-        stale = [r for (r,) in conn.execute(select(EtlRun.run_id).where(EtlRun.status == "running"))]
-        if stale:
-            conn.execute(update(EtlRun).where(EtlRun.run_id.in_(stale)).values(status="failed", message=INTERRUPTED, finished_at=utcnow()))
-    return stale
+        closed = conn.execute(
+            update(EtlRun)
+            .where(EtlRun.status == "running")
+            .values(status="failed", message=INTERRUPTED, finished_at=utcnow())
+            .returning(EtlRun.run_id)
+        )
+        return sorted(r for (r,) in closed)
 
 
 def open_run(engine: Engine, job_name: str, source: str, checksum: str | None, encoding: str | None, kind: str = "load") -> int:
@@ -47,6 +53,28 @@ def previous_load(engine: Engine, checksum: str) -> Row | None:
             select(EtlRun).where(EtlRun.source_checksum == checksum, EtlRun.status == "success").order_by(EtlRun.run_id.desc()).limit(1)
         ).first()
     return row
+
+
+def run_in_transaction(
+    engine: Engine, run_id: int, started: datetime, dry_run: bool, work: Callable[[Connection], tuple[dict, str]]
+) -> None:
+    """Do `work` in one transaction and close the ledger row with it: `success` commits with the
+    work; a dry run rolls the work back and records `dry_run`; any failure records `failed`.
+    `work` returns the ledger counts and the message."""
+    try:
+        with engine.connect() as conn, conn.begin() as trans:
+            counts, message = work(conn)
+            if dry_run:
+                trans.rollback()
+            else:
+                close_run(conn, run_id, "success", started, counts, message)
+        if dry_run:
+            with engine.begin() as conn:
+                close_run(conn, run_id, "dry_run", started, counts, "dry run: " + message)
+    except BaseException as exc:
+        with engine.begin() as conn:
+            close_run(conn, run_id, "failed", started, {}, f"{type(exc).__name__}: {exc}"[:2000])
+        raise
 
 
 def close_run(conn: Connection, run_id: int, status: str, started: datetime, counts: dict, message: str | None = None) -> None:

@@ -95,10 +95,12 @@ WHERE customer_key IN :keys AND (created_run_id IS NULL OR created_run_id <> :ru
 REPOINT_FACTS = """
 UPDATE fact_sales SET customer_key = (
     SELECT v.customer_key FROM dim_customers v
-    WHERE v.customer_id = :customer_id AND v.effective_date <= fact_sales.transaction_datetime
+    WHERE v.customer_id = old.customer_id AND v.effective_date <= fact_sales.transaction_datetime
       AND (v.expiry_date IS NULL OR fact_sales.transaction_datetime < v.expiry_date))
-WHERE customer_key = :old_key AND date_key >= :from_date AND transaction_datetime >= :expiry
-RETURNING date_key
+FROM dim_customers old
+WHERE old.customer_key = fact_sales.customer_key AND fact_sales.customer_key IN :old_keys
+  AND fact_sales.date_key >= :from_date AND fact_sales.transaction_datetime >= old.expiry_date
+RETURNING fact_sales.date_key
 """
 
 
@@ -129,7 +131,7 @@ class WarehouseLoader:
         self.versions = pd.DataFrame()
         self.quarantine_ids = np.empty(0, dtype=np.int64)
         self.facts_empty = True
-        self.expired: list[dict] = []
+        self.expired: dict[int, int] = {}  # versions this run expired -> first date_key to re-point
         self.dates_inserted = 0
         self.customer_changes = Counter()
         self.next_sales_key = 1
@@ -201,8 +203,10 @@ class WarehouseLoader:
         """Re-point facts of customers whose versions changed; return the run's counts."""
         moved_dates: set[int] = set()
         with self.timed("repoint_facts"):
-            for event in self.expired:
-                moved_dates |= {d for (d,) in self.conn.execute(text(REPOINT_FACTS), event)}
+            if self.expired:
+                params = {"old_keys": sorted(self.expired), "from_date": min(self.expired.values())}
+                moved = self.conn.execute(text(REPOINT_FACTS).bindparams(bindparam("old_keys", expanding=True)), params)
+                moved_dates = {d for (d,) in moved}
         with self.timed("aggregates"):
             recompute = (self.touched_dates & self.preexisting_dates) | moved_dates
             self.aggregates.write(self.conn, recompute)
@@ -246,12 +250,12 @@ class WarehouseLoader:
     def _known_quarantine(self, rejected: pd.DataFrame) -> np.ndarray:
         ids = rejected["line_id"].to_numpy(dtype=np.int64)
         known = _isin_sorted(ids, self.quarantine_ids)
-        if not self.facts_empty and len(ids):
-            marks = ", ".join(str(int(i)) for i in ids[~known])
-            if marks:
-                found = {k for (k,) in self.conn.execute(text(f"SELECT line_id FROM fact_sales WHERE line_id IN ({marks})"))}
-                known |= np.isin(ids, np.fromiter(found, dtype=np.int64, count=len(found)))
-        return known
+        unknown = ids[~known].tolist()
+        if self.facts_empty or not unknown:
+            return known
+        sql = text("SELECT line_id FROM fact_sales WHERE line_id IN :ids").bindparams(bindparam("ids", expanding=True))
+        found = [k for start in range(0, len(unknown), 5_000) for (k,) in self.conn.execute(sql, {"ids": unknown[start : start + 5_000]})]
+        return known | np.isin(ids, np.array(found, dtype=np.int64))
 
     # -- dimensions ---------------------------------------------------------------------------
 
@@ -315,17 +319,8 @@ class WarehouseLoader:
             for col in ("effective_date", "expiry_date"):
                 frame[col] = pd.to_datetime(frame[col]).astype("datetime64[us]")
             load_frame(self.conn, "dim_customers", frame)
-        ids = dict(zip(self.versions["customer_key"], self.versions["customer_id"], strict=True))
         for e in plan.expire:
-            expiry = pd.Timestamp(e["expiry_date"])
-            self.expired.append(
-                {
-                    "old_key": e["customer_key"],
-                    "customer_id": ids[e["customer_key"]],
-                    "expiry": _ts(expiry),
-                    "from_date": int(expiry.strftime("%Y%m%d")),
-                }
-            )
+            self.expired[int(e["customer_key"])] = int(pd.Timestamp(e["expiry_date"]).strftime("%Y%m%d"))
         self.customer_changes.update({"inserted": len(plan.inserts), "expired": len(plan.expire), "extended": len(plan.extend)})
         self._refresh_versions()
 

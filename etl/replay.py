@@ -86,33 +86,25 @@ def _replay_locked(engine: Engine, settings: Settings, run: int | None, reason: 
     label = "quarantine" + (f" of run {run}" if run is not None else "") + (f" with reason {reason}" if reason else "")
     run_id = ledger.open_run(engine, "replay", label, None, None, kind="replay")
     result = ReplayResult(run_id, dry_run=dry_run)
-    started, wall = ledger.utcnow(), time.perf_counter()
-    try:
-        with engine.connect() as conn, conn.begin() as trans:
-            _replay_rows(conn, settings, run, reason, result)
-            result.duration_s = time.perf_counter() - wall
-            counts = {
-                "rows_read": result.considered,
-                "rows_loaded": result.loaded,
-                "rows_quarantined": result.still_quarantined,
-                "rows_already_loaded": result.already_loaded,
-                "quarantine_by_reason": result.still_by_reason,
-            }
-            message = (
-                f"replayed {result.considered:,} quarantined rows: {result.loaded:,} loaded, {result.still_quarantined:,} still quarantined"
-            )
-            if dry_run:
-                trans.rollback()
-            else:
-                ledger.close_run(conn, run_id, "success", started, counts, message)
-        if dry_run:
-            with engine.begin() as conn:
-                ledger.close_run(conn, run_id, "dry_run", started, counts, "dry run: " + message)
-        return result
-    except BaseException as exc:
-        with engine.begin() as conn:
-            ledger.close_run(conn, run_id, "failed", started, {}, f"{type(exc).__name__}: {exc}"[:2000])
-        raise
+    wall = time.perf_counter()
+
+    def work(conn: Connection) -> tuple[dict, str]:
+        _replay_rows(conn, settings, run, reason, result)
+        result.duration_s = time.perf_counter() - wall
+        counts = {
+            "rows_read": result.considered,
+            "rows_loaded": result.loaded,
+            "rows_quarantined": result.still_quarantined,
+            "rows_already_loaded": result.already_loaded,
+            "quarantine_by_reason": result.still_by_reason,
+        }
+        return (
+            counts,
+            f"replayed {result.considered:,} quarantined rows: {result.loaded:,} loaded, {result.still_quarantined:,} still quarantined",
+        )
+
+    ledger.run_in_transaction(engine, run_id, ledger.utcnow(), dry_run, work)
+    return result
 
 
 def _replay_rows(conn: Connection, settings: Settings, run: int | None, reason: str | None, result: ReplayResult) -> None:

@@ -152,30 +152,21 @@ def _targets(engine: Engine, version: int) -> list[int]:
 
 def _rollback_locked(engine: Engine, version: int, targets: list[int], dry_run: bool) -> RollbackResult:
     run_id = ledger.open_run(engine, "rollback", f"versions {', '.join(map(str, sorted(targets)))}", None, None, kind="rollback")
-    started, wall = ledger.utcnow(), time.perf_counter()
+    wall = time.perf_counter()
     result = RollbackResult(run_id, targets, dry_run)
-    try:
-        with engine.connect() as conn, conn.begin() as trans:
-            for target in targets:
-                result.changes[target] = undo_run(conn, target)
-                conn.execute(
-                    text("UPDATE etl_runs SET status = 'rolled_back', rolled_back_by = :r WHERE run_id = :t"), {"r": run_id, "t": target}
-                )
-            result.duration_s = time.perf_counter() - wall
-            counts = {"dimension_changes": {str(k): v for k, v in result.changes.items()}}
-            message = f"rolled back version {version}" + (f" and {len(targets) - 1} later" if len(targets) > 1 else "")
-            if dry_run:
-                trans.rollback()
-            else:
-                ledger.close_run(conn, run_id, "success", started, counts, message)
-        if dry_run:
-            with engine.begin() as conn:
-                ledger.close_run(conn, run_id, "dry_run", started, counts, "dry run of " + message)
-        return result
-    except BaseException as exc:
-        with engine.begin() as conn:
-            ledger.close_run(conn, run_id, "failed", started, {}, f"{type(exc).__name__}: {exc}"[:2000])
-        raise
+
+    def work(conn: Connection) -> tuple[dict, str]:
+        for target in targets:
+            result.changes[target] = undo_run(conn, target)
+            conn.execute(
+                text("UPDATE etl_runs SET status = 'rolled_back', rolled_back_by = :r WHERE run_id = :t"), {"r": run_id, "t": target}
+            )
+        result.duration_s = time.perf_counter() - wall
+        counts = {"dimension_changes": {str(k): v for k, v in result.changes.items()}}
+        return counts, f"rolled back version {version}" + (f" and {len(targets) - 1} later" if len(targets) > 1 else "")
+
+    ledger.run_in_transaction(engine, run_id, ledger.utcnow(), dry_run, work)
+    return result
 
 
 def undo_run(conn: Connection, run: int) -> dict[str, int]:
