@@ -8,13 +8,14 @@ the holding process dies, so a killed run never leaves a stale lock behind.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from utils.errors import TransientDatabaseError
 
@@ -54,15 +55,24 @@ def _wait_loop(try_once: Callable[[], bool], timeout_s: float, on_wait: Callable
 def _advisory_lock(engine: Engine, timeout_s: float, on_wait: Callable[[], None] | None, lock_id: int) -> Iterator[None]:
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        key = _scoped_key(conn, lock_id)
 
         def attempt() -> bool:
-            return bool(conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": lock_id}).scalar_one())
+            return bool(conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": key}).scalar_one())
 
         _wait_loop(attempt, timeout_s, on_wait, "PostgreSQL advisory lock")
         try:
             yield
         finally:
-            conn.execute(text("select pg_advisory_unlock(:k)"), {"k": lock_id})
+            conn.execute(text("select pg_advisory_unlock(:k)"), {"k": key})
+
+
+def _scoped_key(conn: Connection, lock_id: int) -> int:
+    """The advisory-lock key of `lock_id` for this warehouse. Advisory locks are per database, but
+    a warehouse is a schema: two warehouses in one database (search_path) must not block each other."""
+    scope = conn.execute(text("select current_database() || '.' || coalesce(current_schema(), '')")).scalar_one()
+    digest = hashlib.sha256(f"rdp-lock\0{lock_id}\0{scope}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 62) - 1)
 
 
 @contextmanager

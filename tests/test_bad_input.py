@@ -13,6 +13,7 @@ from database.engine import make_engine
 from database.locks import warehouse_lock
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, one, q
+from utils.errors import TransientDatabaseError
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 
@@ -190,3 +191,18 @@ def test_second_run_waits_then_fails_clearly_on_lock_timeout(run_cli: Cli, wareh
     assert "raise database.lock_timeout_s" in result.output
     assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == 0
     assert run_cli("etl", "--source", str(source)).exit_code == 0  # the lock is free again
+
+
+def test_warehouses_in_two_schemas_of_one_database_do_not_share_the_lock(pg_url: str, tmp_path: Path) -> None:
+    """The advisory lock is keyed by database and schema: a run in another schema is not blocked."""
+    other = pg_url.replace("-csearch_path%3D", "-csearch_path%3Dnot_").replace("-csearch_path=", "-csearch_path=not_")
+    first, second = make_engine(DatabaseSettings(url=pg_url)), make_engine(DatabaseSettings(url=other))
+    try:
+        with warehouse_lock(first, timeout_s=1), warehouse_lock(second, timeout_s=0.5):
+            pass  # the second lock was granted at once although the first is held
+        held = pytest.raises(TransientDatabaseError, match="another run holds the warehouse lock")
+        with warehouse_lock(first, timeout_s=1), held, warehouse_lock(first, timeout_s=0.5):
+            pass
+    finally:
+        first.dispose()
+        second.dispose()
