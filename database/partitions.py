@@ -50,6 +50,25 @@ def is_partitioned(conn: Connection) -> bool:
     return conn.execute(text("SELECT 1 FROM pg_partitioned_table WHERE partrelid = CAST(:t AS regclass)"), {"t": FACT}).first() is not None
 
 
+ANALYZE_SHARE = 0.1  # like autovacuum_analyze_scale_factor: re-analyze once a tenth of the rows changed
+
+
+def parent_statistics_stale(conn: Connection) -> bool:
+    """Whether fact_sales' own planner statistics are out of date. PostgreSQL's autovacuum analyzes
+    the partitions but never a partitioned parent; an ANALYZE of the parent samples every
+    partition (seconds on a big table), so it is worth it only once the row count moved by
+    ANALYZE_SHARE since the last one: a small nightly load into years of history does not pay
+    for it every night. (The server's own live-row counters lag behind by up to ten seconds,
+    so the table is counted; an index-only count costs far less than the ANALYZE.)"""
+    if not is_partitioned(conn):
+        return False  # SQLite, or a plain table that autovacuum looks after
+    analyzed = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": FACT}).scalar()
+    if analyzed is None or analyzed <= 0:
+        return True
+    rows = conn.execute(text(f"SELECT COUNT(*) FROM {FACT}")).scalar_one()
+    return abs(rows - float(analyzed)) >= ANALYZE_SHARE * float(analyzed)
+
+
 def month_bounds(month: int) -> tuple[int, int]:
     """[first date_key, first date_key of the next month) for a YYYYMM month."""
     year, mon = divmod(month, 100)

@@ -66,6 +66,7 @@ def setup_schema(engine: Engine) -> SetupResult:
             if engine.dialect.name == "postgresql" and "fact_sales" in missing:
                 create_partitioned_fact(conn)
             Base.metadata.create_all(conn, checkfirst=True)
+            _create_missing_indexes(conn, missing)
             _backfill_aggregates(conn, missing)
             exists = conn.execute(select(DimCustomer.customer_key).where(DimCustomer.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
             if exists is None:
@@ -83,6 +84,15 @@ def setup_schema(engine: Engine) -> SetupResult:
         raise describe(engine, exc) from None
     existing = [t for t in Base.metadata.tables if t not in missing]
     return SetupResult(missing, existing, exists is None)
+
+
+def _create_missing_indexes(conn, missing: list[str]) -> None:
+    """Indexes a newer version added to tables that already existed (create_all skips those tables)."""
+    existing = set(inspect(conn).get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name in existing and table.name not in missing:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def _backfill_aggregates(conn, missing: list[str]) -> None:

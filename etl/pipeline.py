@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import Settings
 from database.errors import describe
 from database.locks import warehouse_lock
+from database.partitions import parent_statistics_stale
 from database.schema import missing_tables, setup_schema
 from etl import ledger
 from etl.cleaning import Cleaner, malformed_rows
@@ -159,14 +160,15 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
 
 
 def _analyze(engine: Engine, summary: RunSummary) -> None:
-    """Fresh planner statistics after a load: PostgreSQL never auto-analyzes a partitioned parent."""
+    """Fresh planner statistics after a load that changed the fact table by a tenth or more:
+    PostgreSQL never auto-analyzes a partitioned parent (see parent_statistics_stale)."""
     if engine.dialect.name != "postgresql" or summary.rows_loaded == 0:
         return
     start = time.perf_counter()
     with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-            text("ANALYZE fact_sales, agg_daily_product, agg_daily_customer, dim_customers, dim_products")
-        )
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        if parent_statistics_stale(conn):
+            conn.execute(text("ANALYZE fact_sales, agg_daily_product, agg_daily_customer, dim_customers, dim_products"))
     summary.timings["analyze"] = round(time.perf_counter() - start, 4)
 
 

@@ -7,8 +7,9 @@ into pandas. A few checks that are not row conditions (line identity, freshness)
 by their own query.
 
 Scopes: when the checks run for one ETL run, the `fact` and `quarantine` relations hold only
-that run's rows (the batch); the dimensions, line identity and freshness are always checked
-over the whole warehouse. `source` checks count the rows read from the extract(s): the facts
+that run's rows (the batch), found through their run_id indexes; line identity looks for twins
+of the run's facts anywhere in the table; the dimensions and freshness are always checked over
+the whole warehouse. `source` checks count the rows read from the extract(s): the facts
 plus the quarantined rows.
 """
 
@@ -185,7 +186,7 @@ def _fact_checks(dialect: Dialect) -> list[CheckSpec]:
         ),
         CheckSpec(
             "uniqueness.fact_sales.line_id", "uniqueness", "fact_sales", "line_id",
-            "no line identity twice in fact_sales, whole table (exactly-once loading); threshold 1", special="line_identity", threshold=1.0,
+            "no line identity twice in fact_sales (for a run: none of its facts has a twin); threshold 1", special="line_identity", threshold=1.0,
         ),
         CheckSpec(
             "accuracy.fact_sales.line_total", "accuracy", "fact_sales", "line_total", "line_total = quantity x unit_price",

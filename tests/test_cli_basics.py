@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import inspect, text
 
+from config.settings import DatabaseSettings
+from database.engine import make_engine
 from main import cli
 from tests.conftest import Cli
 
@@ -49,6 +52,18 @@ def test_setup_is_idempotent(run_cli: Cli) -> None:
     second = json.loads(run_cli("setup", "--format", "json").stdout)
     assert second["created"] == [] and second["unknown_customer_created"] is False
     assert set(second["existing"]) == set(first["created"])
+
+
+def test_setup_adds_indexes_a_newer_version_defines(run_cli: Cli, warehouse_url: str) -> None:
+    """A warehouse made before an index existed gets it from `setup` (create_all skips existing tables)."""
+    run_cli("setup")
+    engine = make_engine(DatabaseSettings(url=warehouse_url))
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_fact_sales_run"))
+    assert "ix_fact_sales_run" not in {i["name"] for i in inspect(engine).get_indexes("fact_sales")}
+    assert run_cli("setup").exit_code == 0
+    assert "ix_fact_sales_run" in {i["name"] for i in inspect(engine).get_indexes("fact_sales")}
+    engine.dispose()
 
 
 def test_test_command_reports_backend_and_missing_schema(run_cli: Cli, warehouse_url: str) -> None:

@@ -62,3 +62,27 @@ def test_quarantine_replay_command(run_cli: Cli, warehouse_url: str, tmp_path: P
     assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == 9
     bad = run_cli("quarantine", "replay", "--reason", "nope")
     assert bad.exit_code == 1 and "Error: unknown reason 'nope'" in bad.output
+
+
+def test_a_runs_checks_read_only_the_dates_it_loaded(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    """A small load into a big warehouse must not scan the whole fact table: the run's fact checks
+    and its line-identity check cover the dates it loaded; `quality check` covers everything."""
+    early, late = CLEAN_ROWS[:2], CLEAN_ROWS[2:]
+    assert {r[4][:10] for r in early}.isdisjoint({r[4][:10] for r in late})
+    etl_json(run_cli, write_csv(tmp_path / "early.csv", early))
+    etl_json(run_cli, write_csv(tmp_path / "late.csv", late))
+    totals = dict(q(warehouse_url, "SELECT check_name, total FROM quality_results WHERE run_id = 2"))
+    assert totals["uniqueness.fact_sales.line_id"] == len(late)  # not the 10 facts of the warehouse
+    assert totals["validity.fact_sales.invoice_no"] == len(late)
+    assert run_cli("quality", "check").exit_code == 0
+    whole = dict(q(warehouse_url, "SELECT check_name, total FROM quality_results WHERE run_id IS NULL"))
+    assert whole["uniqueness.fact_sales.line_id"] == len(CLEAN_ROWS)
+
+
+def test_a_run_without_new_facts_measures_no_fact_check(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "s.csv", CLEAN_ROWS)
+    etl_json(run_cli, source)
+    again = etl_json(run_cli, source, "--force")
+    assert again["rows_loaded"] == 0 and again["rows_already_loaded"] == len(CLEAN_ROWS)
+    totals = dict(q(warehouse_url, "SELECT check_name, total FROM quality_results WHERE run_id = 2"))
+    assert totals["uniqueness.fact_sales.line_id"] == 0 and totals["validity.fact_sales.invoice_no"] == 0

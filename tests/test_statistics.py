@@ -1,0 +1,32 @@
+"""Planner statistics of the partitioned fact table: re-analyzed after a load that moved the row
+count by a tenth or more, not after every small load (an ANALYZE samples every partition)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from etl.generator import generate_sales
+from tests.conftest import Cli, write_csv
+from tests.test_cli_etl import etl_json, q
+
+_PARENT_ROWS = "SELECT reltuples FROM pg_class WHERE oid = CAST('fact_sales' AS regclass)"
+_ONE_MORE = [["581590", "23145", "ZINC T-LIGHT HOLDER", "3", "2011-12-09 12:00:00", "1.25", "12680", "France"]]
+
+
+def test_small_loads_do_not_reanalyze_a_large_fact_table(pg_url: str, tmp_path: Path) -> None:
+    cli = Cli(pg_url)
+    first = etl_json(cli, generate_sales(tmp_path / "big.csv", 3_000, seed=5).path)
+    assert "analyze" in first["timings"]
+    analyzed = q(pg_url, _PARENT_ROWS)[0][0]
+    assert analyzed == first["rows_loaded"]  # the first load is analyzed (the parent had no statistics)
+    small = etl_json(cli, write_csv(tmp_path / "one.csv", _ONE_MORE))
+    assert small["rows_loaded"] == 1
+    assert q(pg_url, _PARENT_ROWS)[0][0] == analyzed  # 1 row in ~3,000: not worth an ANALYZE
+
+
+def test_a_load_that_grows_the_table_by_a_tenth_is_analyzed(pg_url: str, tmp_path: Path) -> None:
+    cli = Cli(pg_url)
+    etl_json(cli, generate_sales(tmp_path / "a.csv", 1_000, seed=5).path)
+    before = q(pg_url, _PARENT_ROWS)[0][0]
+    grown = etl_json(cli, generate_sales(tmp_path / "b.csv", 1_000, seed=6).path)
+    assert q(pg_url, _PARENT_ROWS)[0][0] == before + grown["rows_loaded"]
