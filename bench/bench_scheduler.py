@@ -23,10 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FIRST_DAY = date(2010, 12, 1)  # daily mode: extract N holds the sales of FIRST_DAY + N days
 sys.path.insert(0, str(ROOT))
 
 from etl.generator import generate_sales  # noqa: E402
@@ -97,9 +98,11 @@ def main() -> None:
     parser.add_argument("--database-url", help="warehouse (default: a temporary SQLite file)")
     parser.add_argument(
         "--mode",
-        choices=["new", "copies"],
-        default="new",
-        help="new: every dropped file is a new extract (the ETL's work grows with the warehouse); "
+        choices=["daily", "new", "copies"],
+        default="daily",
+        help="daily: every dropped file is the next day's extract, as a shop's nightly export would be; "
+        "new: every dropped file is a new extract spread over a whole year (each load touches most dates the "
+        "warehouse holds: the worst case for a growing warehouse); "
         "copies: every dropped file is a renamed copy of one loaded extract (skipped by checksum, archived): "
         "the scheduler's own work only, constant per run",
     )
@@ -143,6 +146,8 @@ def main() -> None:
             seq += 1
             if args.mode == "copies":
                 shutil.copyfile(work / "original.csv", work / "staging.csv")
+            elif args.mode == "daily":
+                generate_sales(work / "staging.csv", args.rows, seed=seq, start=FIRST_DAY + timedelta(days=seq), days=1)
             else:
                 generate_sales(work / "staging.csv", args.rows, seed=seq)
             os.replace(work / "staging.csv", inbox / f"sales_{seq:05d}.csv")  # appears complete, as a mover would

@@ -1,18 +1,27 @@
-"""The scheduler daemon: runs the warehouse's enabled jobs on time, in one thread.
+"""The scheduler daemon: runs the warehouse's enabled jobs on time, one at a time.
 
 It sleeps until the next job is due (`schedule`'s idle_seconds), waking early on a signal or
 every few seconds to see whether `scheduled_jobs` changed. SIGTERM / SIGINT: finish the job in
 progress, then exit 0 (a second signal aborts the job; its load is rolled back). SIGHUP: look
 for changed jobs now (the `schedule` commands send it after a change).
+
+On Linux each job runs in a forked child process: whatever a load allocates goes back to the
+OS when the child exits, so the daemon's own memory stays flat however long it runs, and a job
+that crashes the interpreter cannot take the daemon down. The child dies with the daemon
+(SIGKILL of the daemon kills the load, which rolls back), ignores terminal and service-manager
+signals (which may reach the whole process group) and takes its orders from the daemon only:
+SIGUSR1 = finish this job and stop retrying, SIGUSR2 = abort it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +45,8 @@ from utils.urls import mask_url
 log = logging.getLogger(__name__)
 
 RELOAD_CHECK_S = 5.0  # how often `scheduled_jobs` is compared with the loaded definitions
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ISOLATE_JOBS = sys.platform.startswith("linux")  # a child per job needs fork and PR_SET_PDEATHSIG
 MAX_START_WAIT_S = 60.0  # longest pause between tries while the warehouse is unreachable at start
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -51,6 +62,7 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.busy = False
+        self.child_pid: int | None = None
         self.next_check = 0.0
         self.runner = JobRunner(engine, settings, stopping=lambda: self.stop_requested, sleep=self.wait)
         self._wake_r, self._wake_w = -1, -1
@@ -131,9 +143,12 @@ class Daemon:
         if signum == signal.SIGHUP:
             self.reload_requested = True
             return
-        if self.stop_requested and self.busy:
-            raise KeyboardInterrupt  # second stop signal during a job: abort it (rolled back)
+        abort = self.stop_requested and self.busy  # a second stop signal during a job aborts it (rolled back)
         self.stop_requested = True
+        if self.child_pid is not None:
+            _tell(self.child_pid, signal.SIGUSR2 if abort else signal.SIGUSR1)
+        elif abort:
+            raise KeyboardInterrupt
 
     def wait(self, seconds: float, wake_on_reload: bool = False) -> bool:
         """Sleep up to `seconds`, waking at once on a stop signal; False when stopping."""
@@ -191,12 +206,66 @@ class Daemon:
     def _run(self, job: JobDef, trigger: str) -> None:
         self.busy = True
         try:
-            self.runner.run(job, trigger)
+            if ISOLATE_JOBS:
+                self._run_in_child(job, trigger)
+            else:
+                self.runner.run(job, trigger)
         except Exception:  # a bug in one job must not stop the others; logged with its traceback
             log.exception("job '%s' crashed the scheduler's runner; the daemon carries on", job.name)
         finally:
             self.busy = False
             _return_free_memory()
+
+    def _run_in_child(self, job: JobDef, trigger: str) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(self._child_main(job, trigger, parent))  # never returns into the daemon's loop
+        self.child_pid = pid
+        if self.stop_requested:  # a stop signal came between the fork and now
+            _tell(pid, signal.SIGUSR1)
+        try:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                self._sleep_for_child(0.2)
+        finally:
+            self.child_pid = None
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            log.error("job '%s' ended its process abnormally (%s); the daemon carries on", job.name, how)
+
+    def _sleep_for_child(self, seconds: float) -> None:
+        ready, _, _ = select.select([self._wake_r], [], [], seconds)
+        if ready:
+            os.read(self._wake_r, 512)
+
+    def _child_main(self, job: JobDef, trigger: str, parent: int) -> int:
+        """The job's process: dies with the daemon, obeys only the daemon's signals, runs the job once."""
+        try:
+            _die_with(parent)
+            for signum in _SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+            self._wake_r, self._wake_w = os.pipe()  # its own wake-up pipe: the daemon's stays the daemon's
+            os.set_blocking(self._wake_w, False)
+            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            signal.signal(signal.SIGUSR1, self._on_child_signal)
+            signal.signal(signal.SIGUSR2, self._on_child_signal)
+            self.engine.dispose(close=False)  # never share the daemon's pooled connections
+            self.runner.run(job, trigger)
+            return 0
+        except BaseException:
+            log.exception("job '%s' failed in its process", job.name)
+            return 1
+        finally:
+            logging.shutdown()
+
+    def _on_child_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGUSR2:
+            raise KeyboardInterrupt  # the daemon was told twice to stop: abort the job (rolled back)
+        self.stop_requested = True
 
     def catch_up(self, missed: list[tuple[JobDef, datetime]]) -> None:
         """Runs missed while the daemon was down: once each (catch_up: once) or recorded as skipped."""
@@ -213,6 +282,20 @@ class Daemon:
                 message = f"missed the run due at {due} UTC while the scheduler was down; not run (scheduler.catch_up = skip)"
                 log.info("job '%s' %s", job.name, message)
                 history.record(self.engine, job.name, job.kind, "catch_up", "skipped", message)
+
+
+def _tell(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the job's process has just ended
+        os.kill(pid, signum)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when the daemon dies (even by SIGKILL)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the daemon died before the request took effect
+        os._exit(1)
 
 
 def _return_free_memory() -> None:

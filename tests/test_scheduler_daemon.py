@@ -212,3 +212,28 @@ def test_two_daemons_never_run_a_job_at_once_and_load_each_file_once(
     worked = q(warehouse_url, "SELECT started_at, finished_at FROM job_runs WHERE message NOT LIKE '%already running%' ORDER BY started_at")
     for (_, prev_end), (next_start, _) in itertools.pairwise(worked):
         assert next_start >= prev_end, f"overlapping runs: {worked}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jobs run in a child process on Linux only")
+def test_a_job_runs_in_its_own_process_whose_death_the_daemon_survives(
+    sqlite_url: str, tmp_path: Path, big_extract: Path, daemons: list[DaemonProcess]
+) -> None:
+    """The load runs in a child of the daemon; killing that child (as the OOM killer would) fails
+    the run cleanly, the daemon carries on, and the next run loads the file once."""
+    copy_aged(big_extract, tmp_path / "in" / "big.csv")
+    daemon = DaemonProcess(sqlite_url, tmp_path)
+    daemons.append(daemon)
+    Cli(sqlite_url)("schedule", "every", "--name", "inbox", "--seconds", "1", "--source", str(tmp_path / "in"), env=daemon.env)
+    wait_for(lambda: q(sqlite_url, "SELECT pid FROM etl_runs WHERE status = 'running'"), timeout=30, interval=0.05)
+    (child,) = q(sqlite_url, "SELECT pid FROM etl_runs WHERE status = 'running'")[0]
+    assert child != daemon.proc.pid
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: q(sqlite_url, "SELECT 1 FROM etl_runs WHERE status = 'success'"), timeout=60)
+    assert daemon.proc.poll() is None, daemon.stderr()
+    runs = q(sqlite_url, "SELECT status, rows_read, rows_loaded, pid FROM etl_runs ORDER BY run_id")
+    assert [r[0] for r in runs] == ["failed", "success"]
+    assert runs[1][1] == BIG_ROWS and count(sqlite_url, "SELECT COUNT(*) FROM fact_sales") == runs[1][2]
+    assert runs[1][3] not in (child, daemon.proc.pid)  # each job run in a new process
+    code, _ = daemon.terminate()
+    assert code == 0
+    assert "ended its process abnormally (signal 9)" in daemon.log_file.read_text()
