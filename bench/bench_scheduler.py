@@ -15,6 +15,7 @@ stop latency is measured. Linux only (reads /proc). Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -43,8 +44,22 @@ def rss_kb(pid: int) -> int:
 
 
 def cpu_s(pid: int) -> float:
+    """CPU seconds of the daemon and of its job processes that have ended (jobs run in children)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime + stime + cutime + cstime
+
+
+def children_rss_kb(pid: int) -> int:
+    """Resident memory of the daemon's job process(es) running now (0 between jobs)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0
+    total = 0
+    for child in children:
+        with contextlib.suppress(OSError):  # ended between the listing and the read
+            total += rss_kb(int(child))
+    return total
 
 
 def cli(url: str, env: dict, *args: str) -> None:
@@ -140,6 +155,7 @@ def main() -> None:
     start = time.monotonic()
     soak_cpu0 = cpu_s(pid)
     next_drop, next_sample, seq = start, start, 0
+    job_peak_kb = 0
     end = start + args.minutes * 60
     while (now := time.monotonic()) < end:
         if now >= next_drop:
@@ -155,7 +171,8 @@ def main() -> None:
         if now >= next_sample:
             samples.append((now - start, rss_kb(pid)))
             next_sample += 5
-        time.sleep(max(0.0, min(next_drop, next_sample) - time.monotonic()))
+        job_peak_kb = max(job_peak_kb, children_rss_kb(pid))
+        time.sleep(max(0.0, min(next_drop, next_sample, time.monotonic() + 0.5) - time.monotonic()))
     soak_cpu = cpu_s(pid) - soak_cpu0
     settle_deadline = time.monotonic() + 60  # let the last files load
 
@@ -199,6 +216,7 @@ def main() -> None:
                 query(url, "SELECT duration_s FROM etl_runs WHERE status = 'success' ORDER BY run_id LIMIT 1"),
                 query(url, "SELECT duration_s FROM etl_runs WHERE status = 'success' ORDER BY run_id DESC LIMIT 1"),
             ],
+            "job_process_rss_mb_max": round(job_peak_kb / 1024, 1),
             "one_shot_etl_peak_rss_mb_on_final_warehouse": round(baseline_kb / 1024, 1),
         },
         "sigterm": {"exit_code": code, "stop_seconds": round(stop_s, 2)},
