@@ -63,6 +63,7 @@ class Daemon:
         self.reload_requested = False
         self.busy = False
         self.child_pid: int | None = None
+        self.aborted = False  # a job process was told to abort: the daemon then ends as if interrupted
         self.next_check = 0.0
         self.runner = JobRunner(engine, settings, stopping=lambda: self.stop_requested, sleep=self.wait)
         self._wake_r, self._wake_w = -1, -1
@@ -146,6 +147,7 @@ class Daemon:
         abort = self.stop_requested and self.busy  # a second stop signal during a job aborts it (rolled back)
         self.stop_requested = True
         if self.child_pid is not None:
+            self.aborted = self.aborted or abort
             _tell(self.child_pid, signal.SIGUSR2 if abort else signal.SIGUSR1)
         elif abort:
             raise KeyboardInterrupt
@@ -233,6 +235,8 @@ class Daemon:
         finally:
             self.child_pid = None
         code = os.waitstatus_to_exitcode(status)
+        if self.aborted:
+            raise KeyboardInterrupt  # as when the job ran in this process: the daemon exits 1
         if code != 0:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             log.error("job '%s' ended its process abnormally (%s); the daemon carries on", job.name, how)

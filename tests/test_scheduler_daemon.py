@@ -237,3 +237,21 @@ def test_a_job_runs_in_its_own_process_whose_death_the_daemon_survives(
     code, _ = daemon.terminate()
     assert code == 0
     assert "ended its process abnormally (signal 9)" in daemon.log_file.read_text()
+
+
+def test_a_second_sigterm_aborts_the_load_in_progress(
+    sqlite_url: str, tmp_path: Path, big_extract: Path, daemons: list[DaemonProcess]
+) -> None:
+    """First SIGTERM: finish the job; a second one: abort it (rolled back, recorded failed), exit 1."""
+    copy_aged(big_extract, tmp_path / "in" / "big.csv")
+    daemon = DaemonProcess(sqlite_url, tmp_path)
+    daemons.append(daemon)
+    Cli(sqlite_url)("schedule", "every", "--name", "inbox", "--seconds", "1", "--source", str(tmp_path / "in"), env=daemon.env)
+    wait_for(lambda: q(sqlite_url, "SELECT 1 FROM etl_runs WHERE status = 'running'"), timeout=30, interval=0.05)
+    daemon.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert daemon.proc.poll() is None  # still finishing the load
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=30) == 1, daemon.stderr()
+    assert count(sqlite_url, "SELECT COUNT(*) FROM fact_sales") == 0
+    assert q(sqlite_url, "SELECT status FROM etl_runs") == [("failed",)]
