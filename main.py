@@ -69,7 +69,7 @@ def _configure_logging(app: AppContext) -> None:
     configure_logging(settings.logging.level, log_file)
 
 
-COMMAND_PACKAGES = ("config", "database", "etl", "monitoring", "performance", "scheduling", "metadata")
+COMMAND_PACKAGES = ("config", "database", "etl", "monitoring", "performance", "scheduling", "metadata", "reports")
 
 
 def _register() -> None:

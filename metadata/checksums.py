@@ -11,7 +11,7 @@ from sqlalchemy import Engine, inspect, text
 DATA_TABLES = (
     "dim_customers", "dim_products", "dim_date", "fact_sales", "etl_quarantine",
     "dim_customers_history", "dim_products_history", "etl_quarantine_replayed",
-    "agg_daily_product", "agg_daily_customer",
+    "agg_daily_product", "agg_daily_customer", "agg_daily_orders", "agg_monthly_product",
 )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ and bars have `<title>` tooltips.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from html import escape
 
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569", "#ea580c")
@@ -80,9 +81,11 @@ def line_chart(
     y_range: tuple[float, float] | None = None,
     marks: dict[str, int] | None = None,
     empty_note: str = "no data yet",
+    x_name: str = "run",
 ) -> str:
-    """Lines over the x labels (runs); None values leave a gap. y_range defaults to the data's.
-    `marks` rings one point of a series (by index) in red: an anomaly."""
+    """Lines over the x labels (runs by default; `x_name` names them in tooltips); None values
+    leave a gap. y_range defaults to the data's. `marks` rings one point of a series (by index)
+    in red: an anomaly."""
     values = [v for vs in series.values() for v in vs if v is not None]
     if not labels or not values:
         return empty_chart(title, slug, empty_note)
@@ -106,7 +109,7 @@ def line_chart(
             f'<polyline class="series" data-series="{escape(name)}" data-values="{data}" fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>'
         )
         out += [
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{escape(name)}, run {escape(label)}: {_fmt(v)}</title></circle>'
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{escape(name)}, {escape(x_name)} {escape(label)}: {_fmt(v)}</title></circle>'
             for x, y, v, label in points
         ]
         marked = (marks or {}).get(name)
@@ -170,5 +173,57 @@ def stacked_bar_chart(title: str, slug: str, labels: list[str], stacks: dict[str
             base[i] += v
         out.append("</g>")
     out += _legend(list(stacks), colours)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _heat_colour(share: float) -> str:
+    """White (0) to the palette's blue (1)."""
+    share = max(0.0, min(share, 1.0))
+    r, g, b = (round(255 + (target - 255) * share) for target in (0x25, 0x63, 0xEB))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def heat_map(
+    title: str,
+    slug: str,
+    rows: list[str],
+    columns: list[str],
+    values: list[list[float | None]],
+    scale: tuple[float, float] = (0.0, 1.0),
+    fmt: Callable[[float], str] = "{:.0%}".format,
+    empty_note: str = "nothing to show",
+) -> str:
+    """A grid of cells, one row per `rows` label and one column per `columns` label, coloured by
+    value from white (scale[0]) to blue (scale[1] and above); None leaves a cell empty. Each cell
+    carries data-row, data-col and data-value, and its value as text and tooltip."""
+    if not rows or not columns:
+        return empty_chart(title, slug, empty_note)
+    label_w, cell_h = 90, 22
+    cell_w = (WIDTH - label_w - 20) / len(columns)
+    height = TOP + 18 + cell_h * len(rows) + 12
+    lo, hi = scale
+    out = _open(title, slug, height)
+    for j, name in enumerate(columns):
+        x = label_w + cell_w * (j + 0.5)
+        out.append(f'<text x="{x:.1f}" y="{TOP + 10}" font-size="10" text-anchor="middle">{escape(name)}</text>')
+    for i, (label, line) in enumerate(zip(rows, values, strict=True)):
+        y = TOP + 18 + i * cell_h
+        out.append(f'<text x="{label_w - 6}" y="{y + 15}" font-size="11" text-anchor="end">{escape(label)}</text>')
+        for j, value in enumerate(line):
+            if value is None:
+                continue
+            share = (value - lo) / (hi - lo) if hi > lo else 1.0
+            x = label_w + cell_w * j
+            ink = "#ffffff" if share > 0.55 else "#111827"
+            out.append(
+                f'<rect class="cell" data-row="{escape(label)}" data-col="{escape(columns[j])}" data-value="{value:.6g}" x="{x:.1f}" y="{y}" '
+                f'width="{cell_w - 1:.1f}" height="{cell_h - 1}" fill="{_heat_colour(share)}"><title>{escape(label)}, {escape(columns[j])}: '
+                f"{escape(fmt(value))}</title></rect>"
+            )
+            if cell_w >= 30:
+                out.append(
+                    f'<text x="{x + cell_w / 2:.1f}" y="{y + 15}" font-size="10" text-anchor="middle" fill="{ink}">{escape(fmt(value))}</text>'
+                )
     out.append("</svg>")
     return "\n".join(out)

@@ -1,10 +1,13 @@
-"""Aggregate tables: daily sales by product and by customer version (and so by country).
+"""Aggregate tables: daily sales by product and by customer version (and so by country), daily
+orders, returns and adjustments by customer version, and monthly sales by product (the last two
+are the base of `report`).
 
-They answer the standard analytics queries without scanning the fact. A load aggregates its
-new facts in memory chunk by chunk (`RunAggregates`) and writes the rows of dates that had no
-facts before; dates that did (overlapping extracts), dates whose facts an SCD2 change moved,
-and every date a rollback touches are recomputed from fact_sales with `refresh`. All of it in
-the run's own transaction, so the aggregates always agree with fact_sales.
+They answer the standard analytics queries and the reports without scanning the fact. A load
+aggregates its new facts in memory chunk by chunk (`RunAggregates`) and writes the rows of dates
+that had no facts before; dates that did (overlapping extracts), dates whose facts an SCD2 change
+moved, and every date a rollback touches are recomputed from fact_sales with `refresh`. The
+months of every date written either way are then recomputed from agg_daily_product. All of it
+in the run's own transaction, so the aggregates always agree with fact_sales.
 """
 
 from __future__ import annotations
@@ -50,26 +53,99 @@ class AggDailyCustomer(Base):
     return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
+class AggDailyOrders(Base):
+    __tablename__ = "agg_daily_orders"
+    __table_args__ = {
+        "comment": "Per date and customer version, by transaction type: orders (distinct sale invoices), units and revenue of "
+        "sales; invoices, units and revenue of returns; revenue of adjustments. The base of the retail reports (`report`)"
+    }
+
+    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
+    customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
+    orders: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices with a sale line (an invoice has one date and one customer)")
+    sale_units: Mapped[int] = mapped_column(BigInteger, comment="units of sale lines")
+    sale_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of sale lines")
+    return_invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices with a return line")
+    return_units: Mapped[int] = mapped_column(BigInteger, comment="units of return lines (negative)")
+    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of return lines (negative)")
+    adjustment_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of bad-debt adjustment lines")
+
+
+class AggMonthlyProduct(Base):
+    __tablename__ = "agg_monthly_product"
+    __table_args__ = {
+        "comment": "Per month and product: agg_daily_product summed by month (about 8 times fewer rows), for product rankings"
+    }
+
+    month_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMM")
+    product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
+    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
+    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
+    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
+    return_lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows of type return")
+    return_units: Mapped[int] = mapped_column(BigInteger, comment="units returned (negative)")
+    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
+
+
 # ROUND(..., 3): SQLite sums REALs in binary floating point; rounding gives back the exact
 # 3-decimal value the in-memory path writes, so both paths store identical numbers.
 _RETURN = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"
-_REFRESH = {
+_SALE = "CASE WHEN f.transaction_type = 'sale' THEN {} ELSE 0 END"
+_ADJUSTMENT = "CASE WHEN f.transaction_type = 'adjustment' THEN {} ELSE 0 END"
+_INVOICES_OF = "COUNT(DISTINCT CASE WHEN f.transaction_type = '{}' THEN f.invoice_no END)"
+# Each aggregate as a SELECT over fact_sales: its columns in table order, `{where}` filters the facts.
+_SELECT = {
     "agg_daily_product": f"""
-        INSERT INTO agg_daily_product (date_key, product_key, lines, units, revenue, return_lines, return_units, return_revenue)
-        SELECT f.date_key, f.product_key, COUNT(*), SUM(f.quantity), ROUND(SUM(f.line_total), 3),
-               SUM({_RETURN.format(1)}), SUM({_RETURN.format("f.quantity")}), ROUND(SUM({_RETURN.format("f.line_total")}), 3)
-        FROM fact_sales f WHERE f.date_key IN :dates GROUP BY f.date_key, f.product_key""",
+        SELECT f.date_key, f.product_key, COUNT(*) AS lines, SUM(f.quantity) AS units, ROUND(SUM(f.line_total), 3) AS revenue,
+               SUM({_RETURN.format(1)}) AS return_lines, SUM({_RETURN.format("f.quantity")}) AS return_units,
+               ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue
+        FROM fact_sales f {{where}} GROUP BY f.date_key, f.product_key""",
     "agg_daily_customer": f"""
-        INSERT INTO agg_daily_customer (date_key, customer_key, lines, invoices, units, revenue, return_revenue)
-        SELECT f.date_key, f.customer_key, COUNT(*), COUNT(DISTINCT f.invoice_no), SUM(f.quantity), ROUND(SUM(f.line_total), 3),
-               ROUND(SUM({_RETURN.format("f.line_total")}), 3)
-        FROM fact_sales f WHERE f.date_key IN :dates GROUP BY f.date_key, f.customer_key""",
+        SELECT f.date_key, f.customer_key, COUNT(*) AS lines, COUNT(DISTINCT f.invoice_no) AS invoices, SUM(f.quantity) AS units,
+               ROUND(SUM(f.line_total), 3) AS revenue, ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue
+        FROM fact_sales f {{where}} GROUP BY f.date_key, f.customer_key""",
+    "agg_daily_orders": f"""
+        SELECT f.date_key, f.customer_key, {_INVOICES_OF.format("sale")} AS orders, SUM({_SALE.format("f.quantity")}) AS sale_units,
+               ROUND(SUM({_SALE.format("f.line_total")}), 3) AS sale_revenue, {_INVOICES_OF.format("return")} AS return_invoices,
+               SUM({_RETURN.format("f.quantity")}) AS return_units, ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue,
+               ROUND(SUM({_ADJUSTMENT.format("f.line_total")}), 3) AS adjustment_revenue
+        FROM fact_sales f {{where}} GROUP BY f.date_key, f.customer_key""",
 }
-AGGREGATE_TABLES = tuple(_REFRESH)
+# agg_monthly_product from fact_sales (the fact form of the reports); it is refreshed from agg_daily_product.
+_MONTHLY_FROM_FACTS = f"""
+        SELECT f.date_key / 100 AS month_key, f.product_key, COUNT(*) AS lines, SUM(f.quantity) AS units,
+               ROUND(SUM(f.line_total), 3) AS revenue, SUM({_RETURN.format(1)}) AS return_lines,
+               SUM({_RETURN.format("f.quantity")}) AS return_units, ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue
+        FROM fact_sales f GROUP BY f.date_key / 100, f.product_key"""
+_MONTH_REFRESH = """
+        INSERT INTO agg_monthly_product (month_key, product_key, lines, units, revenue, return_lines, return_units, return_revenue)
+        SELECT :month, a.product_key, SUM(a.lines), SUM(a.units), ROUND(SUM(a.revenue), 3), SUM(a.return_lines), SUM(a.return_units),
+               ROUND(SUM(a.return_revenue), 3)
+        FROM agg_daily_product a WHERE a.date_key BETWEEN :first AND :last GROUP BY a.product_key"""
+_COLUMNS = {
+    "agg_daily_product": ("date_key", "product_key", "lines", "units", "revenue", "return_lines", "return_units", "return_revenue"),
+    "agg_daily_customer": ("date_key", "customer_key", "lines", "invoices", "units", "revenue", "return_revenue"),
+    "agg_daily_orders": (
+        "date_key", "customer_key", "orders", "sale_units", "sale_revenue", "return_invoices", "return_units", "return_revenue",
+        "adjustment_revenue",
+    ),
+}  # fmt: skip
+_REFRESH = {
+    table: f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) " + select.format(where="WHERE f.date_key IN :dates")
+    for table, select in _SELECT.items()
+}
+AGGREGATE_TABLES = (*_REFRESH, "agg_monthly_product")
+
+
+def from_facts(table: str) -> str:
+    """The aggregate `table` computed from fact_sales, as a derived table for a FROM clause: the
+    fact form of a query over the aggregates, with the very same definition."""
+    select = _MONTHLY_FROM_FACTS if table == "agg_monthly_product" else _SELECT[table].format(where="")
+    return "(" + select.strip() + ")"
 
 
 def refresh(conn: Connection, dates: Iterable[int], batch: int = 400) -> int:
-    """Recompute every aggregate for `dates` (YYYYMMDD); returns the number of dates refreshed."""
+    """Recompute every aggregate for `dates` (YYYYMMDD), and their months; returns the number of dates refreshed."""
     keys = sorted({int(d) for d in dates})
     for start in range(0, len(keys), batch):
         part = keys[start : start + batch]
@@ -78,7 +154,17 @@ def refresh(conn: Connection, dates: Iterable[int], batch: int = 400) -> int:
                 text(f"DELETE FROM {table} WHERE date_key IN :dates").bindparams(bindparam("dates", expanding=True)), {"dates": part}
             )
             conn.execute(text(insert).bindparams(bindparam("dates", expanding=True)), {"dates": part})
+    refresh_months(conn, {k // 100 for k in keys})
     return len(keys)
+
+
+def refresh_months(conn: Connection, months: Iterable[int]) -> int:
+    """Recompute agg_monthly_product for `months` (YYYYMM) from agg_daily_product; returns the months refreshed."""
+    done = sorted({int(m) for m in months})
+    for month in done:
+        conn.execute(text("DELETE FROM agg_monthly_product WHERE month_key = :month"), {"month": month})
+        conn.execute(text(_MONTH_REFRESH), {"month": month, "first": month * 100 + 1, "last": month * 100 + 31})
+    return len(done)
 
 
 class RunAggregates:
@@ -94,31 +180,39 @@ class RunAggregates:
         line_total_milli, transaction_type)."""
         if facts.empty:
             return
-        is_return = (facts["transaction_type"] == "return").to_numpy()
+        kind = facts["transaction_type"].to_numpy()
+        is_return, is_sale = kind == "return", kind == "sale"
+        quantity, milli = facts["quantity"].to_numpy(), facts["line_total_milli"].to_numpy()
         frame = pd.DataFrame(
             {
                 "date_key": facts["date_key"].to_numpy(),
                 "product_key": facts["product_key"].to_numpy(),
                 "customer_key": facts["customer_key"].to_numpy(),
                 "lines": 1,
-                "units": facts["quantity"].to_numpy(),
-                "revenue": facts["line_total_milli"].to_numpy(),
+                "units": quantity,
+                "revenue": milli,
                 "return_lines": is_return.astype(np.int64),
-                "return_units": np.where(is_return, facts["quantity"].to_numpy(), 0),
-                "return_revenue": np.where(is_return, facts["line_total_milli"].to_numpy(), 0),
+                "return_units": np.where(is_return, quantity, 0),
+                "return_revenue": np.where(is_return, milli, 0),
+                "sale_units": np.where(is_sale, quantity, 0),
+                "sale_revenue": np.where(is_sale, milli, 0),
+                "adjustment_revenue": np.where(kind == "adjustment", milli, 0),
             }
         )
-        self._products.append(frame.drop(columns="customer_key").groupby(["date_key", "product_key"], as_index=False).sum())
-        customer_cols = ["date_key", "customer_key", "lines", "units", "revenue", "return_revenue"]
-        self._customers.append(frame[customer_cols].groupby(["date_key", "customer_key"], as_index=False).sum())
-        self._invoices.append(facts[["date_key", "customer_key", "invoice_no"]].drop_duplicates())
+        self._products.append(frame[list(_COLUMNS["agg_daily_product"])].groupby(_PRODUCT_KEY, as_index=False).sum())
+        self._customers.append(frame[_CUSTOMER_SUMS].groupby(_CUSTOMER_KEY, as_index=False).sum())
+        invoices = pd.DataFrame(
+            {"date_key": frame["date_key"], "customer_key": frame["customer_key"], "invoice_no": facts["invoice_no"].to_numpy(),
+             "sale": is_sale, "return": is_return}
+        )  # fmt: skip
+        self._invoices.append(invoices.groupby(_INVOICE_KEY, as_index=False).max())
         if len(self._products) >= 16:
             self._compact()
 
     def _compact(self) -> None:
-        self._products = [pd.concat(self._products).groupby(["date_key", "product_key"], as_index=False).sum()]
-        self._customers = [pd.concat(self._customers).groupby(["date_key", "customer_key"], as_index=False).sum()]
-        self._invoices = [pd.concat(self._invoices).drop_duplicates()]
+        self._products = [pd.concat(self._products).groupby(_PRODUCT_KEY, as_index=False).sum()]
+        self._customers = [pd.concat(self._customers).groupby(_CUSTOMER_KEY, as_index=False).sum()]
+        self._invoices = [pd.concat(self._invoices).groupby(_INVOICE_KEY, as_index=False).max()]
 
     def write(self, conn: Connection, skip_dates: set[int]) -> int:
         """Insert the aggregate rows of every date not in `skip_dates`; returns dates written."""
@@ -126,18 +220,29 @@ class RunAggregates:
             return 0
         self._compact()
         products, customers, invoices = self._products[0], self._customers[0], self._invoices[0]
-        products = products[~products["date_key"].isin(skip_dates)]
+        products = products[~products["date_key"].isin(skip_dates)].copy()
         customers = customers[~customers["date_key"].isin(skip_dates)]
-        counts = invoices.groupby(["date_key", "customer_key"], as_index=False).size().rename(columns={"size": "invoices"})
-        customers = customers.merge(counts, on=["date_key", "customer_key"], how="left")
-        for frame, money in ((products, ("revenue", "return_revenue")), (customers, ("revenue", "return_revenue"))):
-            for col in money:
-                frame[col] = frame[col] / 1000
-        load_frame(conn, "agg_daily_product", products)
-        load_frame(
-            conn, "agg_daily_customer", customers[["date_key", "customer_key", "lines", "invoices", "units", "revenue", "return_revenue"]]
+        counts = invoices.groupby(_CUSTOMER_KEY, as_index=False).agg(
+            invoices=("invoice_no", "size"), orders=("sale", "sum"), return_invoices=("return", "sum")
         )
+        customers = customers.merge(counts, on=_CUSTOMER_KEY, how="left")
+        for col in ("revenue", "return_revenue"):
+            products[col] = products[col] / 1000
+        for col in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue"):
+            customers[col] = customers[col] / 1000
+        load_frame(conn, "agg_daily_product", products)
+        for table in ("agg_daily_customer", "agg_daily_orders"):
+            load_frame(conn, table, customers[list(_COLUMNS[table])])
+        refresh_months(conn, set((products["date_key"] // 100).unique().tolist()))
         return int(products["date_key"].nunique())
+
+
+_PRODUCT_KEY = ["date_key", "product_key"]
+_CUSTOMER_KEY = ["date_key", "customer_key"]
+_INVOICE_KEY = ["date_key", "customer_key", "invoice_no"]
+_CUSTOMER_SUMS = [
+    *_CUSTOMER_KEY, "lines", "units", "revenue", "return_units", "return_revenue", "sale_units", "sale_revenue", "adjustment_revenue",
+]  # fmt: skip
 
 
 def dates_of_customers(conn: Connection, customer_keys: list[int]) -> set[int]:

@@ -27,8 +27,15 @@ from performance.sqlguard import QueryError
 _RET = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"
 
 DIALECT_FRAGMENTS = {
-    "postgresql": {"days_between": "(r.full_date - l.full_date)"},
-    "sqlite": {"days_between": "CAST(julianday(r.full_date) - julianday(l.full_date) AS INTEGER)"},
+    "postgresql": {
+        "days_between": "(r.full_date - l.full_date)",
+        # YYYYMMDD of the Monday of dim_date d's ISO week (the reports' weeks)
+        "week_start_key": "CAST(to_char(d.full_date - (d.weekday - 1), 'YYYYMMDD') AS INTEGER)",
+    },
+    "sqlite": {
+        "days_between": "CAST(julianday(r.full_date) - julianday(l.full_date) AS INTEGER)",
+        "week_start_key": "CAST(strftime('%Y%m%d', d.full_date, '-' || (d.weekday - 1) || ' days') AS INTEGER)",
+    },
 }
 
 LATEST_MONTH_SQL = "SELECT MAX(date_key) / 100 FROM dim_date"  # dim_date holds the dates of loaded facts

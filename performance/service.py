@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 _VERSION_SQL = {
     "postgresql": "SELECT COUNT(*), COALESCE(MAX(run_id), 0), COUNT(finished_at), "
     "SUM(CASE WHEN status IN ('success', 'rolled_back') THEN 1 ELSE 0 END), "
-    "to_regclass('agg_daily_product') IS NOT NULL AND to_regclass('agg_daily_customer') IS NOT NULL FROM etl_runs",
+    "to_regclass('agg_daily_product') IS NOT NULL AND to_regclass('agg_daily_customer') IS NOT NULL "
+    "AND to_regclass('agg_daily_orders') IS NOT NULL AND to_regclass('agg_monthly_product') IS NOT NULL FROM etl_runs",
     "sqlite": "SELECT COUNT(*), COALESCE(MAX(run_id), 0), COUNT(finished_at), "
     "SUM(CASE WHEN status IN ('success', 'rolled_back') THEN 1 ELSE 0 END), "
-    "(SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('agg_daily_product', 'agg_daily_customer')) = 2 "
+    "(SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+    "AND name IN ('agg_daily_product', 'agg_daily_customer', 'agg_daily_orders', 'agg_monthly_product')) = 4 "
     "FROM etl_runs",
 }
 _TABLES_SQL = {
@@ -136,6 +138,21 @@ class QueryService:
             result = self._answer(conn, version, sql, bind(values), parts, use_cache, None)
         result.name, result.form, result.params = name, form, values
         return self._finish(result, start)
+
+    def run_queries(self, queries: list[tuple[NamedQuery, dict[str, Any]]], use_cache: bool = True) -> list[QueryResult]:
+        """Run queries the platform defines (never user text) with bound parameters, all in one
+        read-only snapshot (one data version), each answered from the cache when it can be.
+        Every result's elapsed_ms is the time of the whole call."""
+        start = time.perf_counter()
+        results = []
+        with self.read_only() as (conn, version):
+            for query, params in queries:
+                form, sql = self.named_sql(query, version.aggregates)
+                parts = {"named": query.name, "sql": sql, "params": params}
+                result = self._answer(conn, version, sql, params, parts, use_cache, None)
+                result.name, result.form, result.params = query.name, form, dict(params)
+                results.append(result)
+        return [self._finish(result, start) for result in results]
 
     def named_sql(self, query: NamedQuery, aggregates: bool) -> tuple[str, str]:
         """(form, SQL) of a standard query on this warehouse."""

@@ -57,6 +57,26 @@ def real_file() -> Path:
     return REAL_FILE
 
 
+CHROMIUM = Path(os.environ.get("RDP_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("RDP_CHROMEDRIVER", "/usr/bin/chromedriver"))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[Path, Path]:
+    """(browser, driver) of the system's headless Chromium for browser tests; skipped when either
+    or selenium is missing, unless RDP_REQUIRE_BROWSER=1 makes that a failure."""
+    problems = [f"{p} is missing" for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        problems.append("the selenium package is not installed")
+    if problems:
+        if _required("RDP_REQUIRE_BROWSER"):
+            pytest.fail(f"a browser is required (RDP_REQUIRE_BROWSER=1) but {'; '.join(problems)}")
+        pytest.skip(f"no browser for this test: {'; '.join(problems)}")
+    return CHROMIUM, CHROMEDRIVER
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.db'}"
@@ -92,6 +112,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "RDP_REQUIRE_POSTGRES",
             "RDP_REQUIRE_DATASET",
             "RDP_REQUIRE_REDIS",
+            "RDP_REQUIRE_BROWSER",
             "RDP_TEST_REDIS_URL",
             "RDP_TEST_POSTGRES_URL",
             "RDP_REAL_DATASET",

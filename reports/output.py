@@ -1,0 +1,143 @@
+"""Reports as text: a rich table for people, CSV and JSON for scripts; files written user-only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from reports.analytics import Report, ReportError
+from utils import files
+
+SHARE_DIGITS = 4  # shares and rates in CSV and JSON: fractions rounded to 4 decimals
+_LABELS = {"aov": "avg order", "from": "from", "to": "to"}
+
+
+def cell(value: Any, kind: str) -> str:
+    """A value as a table shows it."""
+    if value is None:
+        return "–"
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "money":
+        return f"{value:,.2f}"
+    if kind == "share":
+        return f"{value:.1%}"
+    if kind == "change":
+        return f"{value:+.1%}"
+    if kind == "decimal":
+        return f"{value:,}"
+    return str(value)
+
+
+def plain(value: Any, kind: str = "text") -> Any:
+    """A value for JSON: money and decimals as numbers, shares rounded, dates as ISO text."""
+    if value is None:
+        return None
+    if kind in ("share", "change"):
+        return round(float(value), SHARE_DIGITS)
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _summary_kind(key: str, value: Any) -> str:
+    if key.endswith(("share", "rate")):
+        return "share"
+    if isinstance(value, Decimal):
+        return "money" if value.as_tuple().exponent == -2 else "decimal"
+    return "int" if isinstance(value, int) and not isinstance(value, bool) else "text"
+
+
+def as_dict(report: Report) -> dict[str, Any]:
+    """The report as one JSON-ready object."""
+    kinds = {c.key: c.kind for c in report.columns}
+    return {
+        "report": report.name,
+        "title": report.title,
+        "params": {k: plain(v) for k, v in report.params.items()},
+        "summary": {k: plain(v, _summary_kind(k, v)) for k, v in report.summary.items()},
+        "columns": [c.key for c in report.columns],
+        "rows": [{k: plain(v, kinds.get(k, "text")) for k, v in row.items()} for row in report.rows],
+        "notes": report.notes,
+        **({"details": report.details} if report.details else {}),
+        "cache": report.cache,
+        "data_version": report.data_version,
+        "form": report.form,
+        "elapsed_ms": round(report.elapsed_ms, 3),
+    }
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(as_dict(report), ensure_ascii=False, indent=2, default=plain)
+
+
+def to_csv(report: Report) -> str:
+    """Header and rows: the columns' keys, money with 2 decimals, shares as fractions."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")  # None is written empty; dates and decimals as str() gives them
+    keys = [c.key for c in report.columns]
+    shares = [i for i, c in enumerate(report.columns) if c.kind in ("share", "change")]
+    writer.writerow(keys)
+    values = itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
+    if not shares:
+        writer.writerows(map(values, report.rows))
+        return out.getvalue()
+    for row in report.rows:
+        line = list(values(row))
+        for i in shares:
+            if line[i] is not None:
+                line[i] = f"{line[i]:.{SHARE_DIGITS}f}"
+        writer.writerow(line)
+    return out.getvalue()
+
+
+def to_table(report: Report) -> Group:
+    """A rich table with the summary and notes under it."""
+    table = Table(title=Text(report.title), show_lines=False)
+    cells = [[cell(row.get(c.key), c.kind) for c in report.columns] for row in report.rows]
+    for i, col in enumerate(report.columns):
+        fixed = col.kind != "text"  # figures and dates are never folded or cut: text columns give way
+        widest = max((len(line[i]) for line in cells), default=1)
+        table.add_column(
+            Text(col.header), justify="left" if col.kind in ("text", "date") else "right", min_width=widest if fixed else None,
+            no_wrap=fixed, overflow="fold",
+        )  # fmt: skip
+    for line in cells:
+        table.add_row(*map(Text, line))  # Text: data is shown as it is, never read as markup
+    parts: list[Any] = [table]
+    if report.summary:
+        figures = " · ".join(f"{_LABELS.get(k, k.replace('_', ' '))} {cell(v, _summary_kind(k, v))}" for k, v in report.summary.items())
+        parts.append(Text(figures))
+    parts += [Text(f"note: {n}", style="dim") for n in report.notes]
+    return Group(*parts)
+
+
+def status_line(report: Report) -> str:
+    """`12 rows in 3.1 ms · cache hit · data version 4.4.4.4 · aggregate` (for standard error)."""
+    return f"{len(report.rows):,} rows in {report.elapsed_ms:.1f} ms · cache {report.cache} · data version {report.data_version} · {report.form}"
+
+
+def write_private(path: Path, content: str) -> int:
+    """Write `content` to `path`, user-only (0600) and atomically (utils.files); a missing folder
+    or a failed write is a ReportError. Returns the bytes written."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise ReportError(f"cannot write {path}: the folder {folder} does not exist; create it first or choose another path")
+    try:
+        return files.write_private(path, content)
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
