@@ -1,8 +1,8 @@
 """The standard analytics queries: the questions analysts ask again and again.
 
 Each query holds its SQL in one place: over the star schema (fact_sales + dimensions) and, where
-one exists, over the aggregate tables (agg_daily_product, agg_daily_customer), which give the
-same answer without scanning the fact. The service picks the aggregate form when the tables
+one exists, over the aggregate tables (agg_daily_customer; agg_monthly_product for the product
+rankings), which give the same answer without scanning the fact. The service picks the aggregate form when the tables
 exist and `cache.use_aggregates` is on. Both forms run on SQLite and PostgreSQL; the few
 dialect differences are `{placeholders}` filled from DIALECT_FRAGMENTS.
 
@@ -181,7 +181,7 @@ LIMIT :limit""",
 SELECT p.stock_code, p.description, s.lines, s.units, s.revenue
 FROM (SELECT a.product_key, CAST(SUM(a.lines) AS BIGINT) AS lines, CAST(SUM(a.units) AS BIGINT) AS units,
              ROUND(SUM(a.revenue), 2) AS revenue
-      FROM agg_daily_product a GROUP BY a.product_key) s
+      FROM agg_monthly_product a GROUP BY a.product_key) s
 JOIN dim_products p ON p.product_key = s.product_key
 WHERE p.is_merchandise
 ORDER BY s.revenue DESC, p.stock_code
@@ -212,7 +212,7 @@ FROM (SELECT a.product_key,
              CAST(SUM(a.units) - SUM(a.return_units) AS BIGINT) AS units_sold,
              CAST(-SUM(a.return_units) AS BIGINT) AS units_returned,
              CAST(SUM(a.return_lines) AS BIGINT) AS return_lines
-      FROM agg_daily_product a GROUP BY a.product_key) s
+      FROM agg_monthly_product a GROUP BY a.product_key) s
 JOIN dim_products p ON p.product_key = s.product_key
 WHERE p.is_merchandise AND s.units_returned > 0
 ORDER BY s.units_returned DESC, p.stock_code
