@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from utils.context import AppContext
 from utils.errors import PlatformError
@@ -23,6 +24,12 @@ class PlatformGroup(click.Group):
             if isinstance(ctx.obj, AppContext) and ctx.obj.debug:
                 raise
             raise click.ClickException(mask_secrets(str(exc))) from None
+        except SQLAlchemyError as exc:  # a database error a command did not describe itself (warehouse unreachable…)
+            if not isinstance(ctx.obj, AppContext) or ctx.obj.debug or ctx.obj._engine is None:
+                raise
+            from database.errors import describe
+
+            raise click.ClickException(mask_secrets(str(describe(ctx.obj._engine, exc)))) from None
         finally:
             if isinstance(ctx.obj, AppContext):
                 ctx.obj.close()

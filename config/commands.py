@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from config.settings import Settings, describe_settings, read_config_file
+from config.settings import Settings, describe_settings, exposure_warning, read_config_file
 from utils.render import emit, table
 
 
@@ -29,8 +29,11 @@ def show(app, fmt: str) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def validate(file: Path) -> None:
     """Check a YAML settings FILE: unknown keys and bad values are named with the file."""
-    read_config_file(file)
-    Settings.model_validate(read_config_file(file))
+    data = read_config_file(file)
+    Settings.model_validate(data)
+    warning = exposure_warning(file, data)
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo(f"{file}: OK")
 
 

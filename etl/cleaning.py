@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.settings import Settings
+from database.models import DimCustomer, DimProduct, FactSales
 from etl.columns import SNAKE as _SNAKE
 from etl.columns import SOURCE_COLUMNS
 from etl.identity import DuplicateTracker, line_identity
@@ -22,9 +23,16 @@ from etl.identity import DuplicateTracker, line_identity
 PRICE_SCALE = 1000  # prices and totals are exact integers of thousandths
 # A fact cannot exist without these, whatever rules.required_fields says.
 STRUCTURAL_FIELDS = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice")
-_INT = r"[+-]?\d{1,15}"
-_PRICE = r"[+-]?(?:\d{1,12}(?:\.\d{0,3})?|\.\d{1,3})"
-_CUSTOMER = r"\d{1,15}(?:\.0*)?"
+# ASCII digits only: `\d` also matches other scripts' digits (٣, ６), which the number parser refuses.
+_INT = r"[+-]?[0-9]{1,15}"
+_PRICE = r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]{0,3})?|\.[0-9]{1,3})"
+_CUSTOMER = r"[0-9]{1,15}(?:\.0*)?"
+# Control characters (tab and line breaks excepted), and U+2400 which stands for a NUL in the
+# quarantine (PostgreSQL text cannot hold a NUL), so a replayed row is refused again.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2400]"
+NUL_STAND_IN = "\u2400"
+# |line total| must fit NUMERIC(18, 3): at most 15 digits before the point (in thousandths: < 1e18).
+_MAX_LINE_TOTAL_MILLI = 1e18
 
 REASONS = {
     "missing_invoice_no": "InvoiceNo is empty",
@@ -41,10 +49,27 @@ REASONS = {
     "bad_customer_id": "CustomerID is not a whole number",
     "zero_quantity": "Quantity is 0",
     "non_positive_price": "UnitPrice is 0 or negative (and not a bad-debt adjustment)",
-    "out_of_range": "a value is outside the configured bounds",
+    "out_of_range": "a value is outside the configured bounds (or the line total does not fit NUMERIC(18, 3))",
+    "too_long": "InvoiceNo, StockCode, CustomerID or Country is longer than its warehouse column",
+    "control_characters": "a field holds a NUL or another control character",
     "duplicate": "repeats an earlier row of this source in all eight fields",
     "malformed_line": "the line does not have the expected number of fields",
 }
+
+
+def _max_lengths() -> dict[str, int]:
+    """Source column -> length of the warehouse column its cleaned value goes to (PostgreSQL
+    refuses a longer value, and the whole run with it)."""
+    targets = {
+        "InvoiceNo": FactSales.__table__.c.invoice_no,
+        "StockCode": DimProduct.__table__.c.stock_code,
+        "CustomerID": DimCustomer.__table__.c.customer_id,
+        "Country": DimCustomer.__table__.c.country,
+    }
+    return {col: column.type.length for col, column in targets.items()}
+
+
+MAX_LENGTHS = _max_lengths()
 
 
 @dataclass
@@ -106,7 +131,7 @@ class Cleaner:
         t = _trimmed(raw)
         if self.decimal == ",":
             t["UnitPrice"] = t["UnitPrice"].str.replace(",", ".", regex=False)
-        reasons = pd.DataFrame(index=t.index)
+        reasons: dict[str, object] = {}  # reason code -> boolean Series or array (one frame at the end)
         for col in dict.fromkeys([*STRUCTURAL_FIELDS, *self.rules.required_fields]):
             reasons[f"missing_{_SNAKE[col]}"] = t[col] == ""
 
@@ -133,6 +158,11 @@ class Cleaner:
             (q_ok & (np.abs(quantity) > self.rules.max_abs_quantity))
             | (p_ok & (np.abs(price) > self.rules.max_unit_price * PRICE_SCALE))
             | (when.notna() & ((when < self.min_date) | (when > self.max_date)))
+            | (q_ok & p_ok & (np.abs(quantity.astype(np.float64) * price) >= _MAX_LINE_TOTAL_MILLI))
+        )
+        reasons["too_long"] = np.logical_or.reduce([(t[col].str.len() > n).to_numpy() for col, n in MAX_LENGTHS.items()])
+        reasons["control_characters"] = np.logical_or.reduce(
+            [t[col].str.contains(_CONTROL, regex=True).to_numpy() for col in SOURCE_COLUMNS]
         )
 
         canonical = _canonical(t, q_ok, quantity, p_ok, price, when, customer)
@@ -142,9 +172,11 @@ class Cleaner:
             reasons["duplicate"] = occurrence > 1
         line_id = self.duplicates.identity(key_hash, occurrence)
 
-        bad = reasons.to_numpy().any(axis=1)
+        codes = np.array(list(reasons))
+        flags = np.column_stack([np.asarray(v, dtype=bool) for v in reasons.values()])
+        bad = flags.any(axis=1)
         accepted = self._accepted(t[~bad], quantity[~bad], price[~bad], when[~bad], customer[~bad], line_id[~bad], source_rows[~bad])
-        rejected = _rejected(raw[bad], reasons[bad], line_id[bad], source_rows[bad])
+        rejected = _rejected(raw[bad], codes, flags[bad], line_id[bad], source_rows[bad])
         return CleanResult(accepted, rejected)
 
     def _accepted(self, t, quantity, price, when, customer, line_id, rows) -> pd.DataFrame:
@@ -194,15 +226,18 @@ def _canonical(t: pd.DataFrame, q_ok, quantity, p_ok, price, when, customer) -> 
     return out[list(SOURCE_COLUMNS)]
 
 
-def _rejected(raw: pd.DataFrame, reasons: pd.DataFrame, line_id: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-    codes = reasons.columns.to_numpy()
-    flags = reasons.to_numpy()
+def _rejected(raw: pd.DataFrame, codes: np.ndarray, flags: np.ndarray, line_id: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
     joined = [";".join(codes[f]) for f in flags]
     out = pd.DataFrame({"line_id": line_id, "source_row": rows, "reasons": joined})
     for col in SOURCE_COLUMNS:
-        out[_SNAKE[col]] = raw[col].to_numpy()
+        out[_SNAKE[col]] = _storable(raw[col]).to_numpy()
     out["raw_line"] = None
     return out
+
+
+def _storable(values: pd.Series) -> pd.Series:
+    """Raw text as the warehouse can keep it: a NUL becomes U+2400 (PostgreSQL text holds no NUL)."""
+    return values.str.replace("\x00", NUL_STAND_IN, regex=False)
 
 
 def malformed_rows(malformed: list[tuple[int, str, str]]) -> pd.DataFrame:
@@ -210,6 +245,7 @@ def malformed_rows(malformed: list[tuple[int, str, str]]) -> pd.DataFrame:
     rows = np.array([r for r, _, _ in malformed], dtype=np.int64)
     text = pd.Series([t for _, t, _ in malformed], dtype="str")
     ids = line_identity(pd.DataFrame({"raw": text, "row": rows.astype(str)})).view(np.int64)
+    text = _storable(text)
     out = pd.DataFrame({"line_id": ids, "source_row": rows, "reasons": "malformed_line"})
     for col in SOURCE_COLUMNS:
         out[_SNAKE[col]] = ""

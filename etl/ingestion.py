@@ -1,9 +1,12 @@
 """Readers: a source file becomes DataFrame chunks of text columns with source row numbers.
 
-The file is checked first (exists, is a file, not empty, text, has the required header), its
-SHA-256 and encoding are determined in one streaming pass, then pyarrow's streaming CSV reader
-parses it block by block. Lines with the wrong number of fields are not lost: they come back
-as `malformed` records and end in the quarantine.
+The file is checked first (exists, is a file, not empty, text, has the required header), and
+one streaming pass learns its SHA-256, its encoding and what its lines look like (how many,
+the longest, whether their quoting is plain). Then pyarrow's streaming CSV reader parses it
+block by block; a file whose quoting is not plain (a stray quote would make pyarrow swallow the
+following lines), or whose text is UTF-16/32 or mixes UTF-8 with Windows-1252, is read line by
+line instead (etl/linereader.py). Either way every non-empty line after the header is one
+record: a row, or a `malformed` record that ends in the quarantine with its text.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from etl import linereader
 from etl.columns import SOURCE_COLUMNS
 from etl.mapping import resolve_columns
 from utils.errors import SourceError
@@ -47,6 +51,8 @@ class SourceInfo:
     compression: str | None = None
     bytes_per_row: float = 100.0
     columns: dict[str, str] = field(default_factory=dict)  # raw header -> canonical column
+    longest_line: int = 0  # bytes of the longest line
+    line_by_line: str | None = None  # why the file is read line by line (None: pyarrow's parser)
 
     @property
     def estimated_rows(self) -> int | None:
@@ -65,6 +71,17 @@ class Chunk:
     @property
     def rows_read(self) -> int:
         return len(self.frame) + len(self.malformed)
+
+
+@dataclass
+class _Scan:
+    checksum: str
+    encoding: str  # detected
+    head: bytes  # the first block of the (decompressed) text
+    lines: linereader.LineStats
+    wide: str | None  # utf-16 / utf-32 (byte-order mark)
+    utf8_ok: bool
+    cp1252_ok: bool
 
 
 def _open_stream(path: Path, compression: str | None) -> io.BufferedIOBase:
@@ -92,46 +109,118 @@ def _looks_binary(head: bytes) -> str | None:
     for magic, what in _BINARY_MAGIC.items():
         if head.startswith(magic):
             return what
+    if linereader.wide_encoding(head):
+        return None
     sample = head[:8192]
     controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 13, 12, 27))
     return "binary data" if sample and controls / len(sample) > 0.05 else None
 
 
-def _scan(path: Path, compression: str | None) -> tuple[str, str, bytes]:
-    """One pass: SHA-256 of the stored bytes, the text encoding, and the first block."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as raw:
-        for block in iter(lambda: raw.read(_BLOCK), b""):
-            digest.update(block)
-    utf8 = codecs.getincrementaldecoder("utf-8")()
-    cp1252_ok, head = True, b""
+def _blocks(path: Path, compression: str | None) -> Iterator[bytes]:
     try:
         with _open_stream(path, compression) as stream:
-            for block in iter(lambda: stream.read(_BLOCK), b""):
-                head = head or block
-                if utf8 is not None:
-                    try:
-                        utf8.decode(block)
-                    except UnicodeDecodeError:
-                        utf8 = None
-                if cp1252_ok:
-                    try:
-                        block.decode("cp1252")
-                    except UnicodeDecodeError:
-                        cp1252_ok = False
+            yield from iter(lambda: stream.read(_BLOCK), b"")
     except (OSError, EOFError) as exc:
         raise SourceError(f"{path}: cannot be read as {compression or 'text'} ({exc}); is the file complete?") from None
-    encoding = "utf-8" if utf8 is not None else "cp1252" if cp1252_ok else "latin-1"
-    return digest.hexdigest(), encoding, head
 
 
-def _header(path: Path, head: bytes, encoding: str, delimiter: str) -> list[str]:
-    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
-    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=delimiter), [])
-    if "\n" not in text.rstrip("\r\n") and len(head) < _BLOCK:
+def _scan(path: Path, compression: str | None, delimiter: str) -> _Scan:
+    """One pass: SHA-256 of the stored bytes, the text encoding, the first block, line statistics."""
+    digest = hashlib.sha256()
+    if compression:
+        with open(path, "rb") as raw:
+            for block in iter(lambda: raw.read(_BLOCK), b""):
+                digest.update(block)
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    utf8_ok, cp1252_ok, multibyte, head = True, True, False, b""
+    stats = linereader.LineStats(delimiter)
+    wide: str | None = None
+    wide_decoder = None
+    for block in _blocks(path, compression):
+        if not compression:
+            digest.update(block)
+        if not head:
+            head = block
+            wide = linereader.wide_encoding(head)
+            wide_decoder = linereader.decoder(wide) if wide else None
+        if wide_decoder is not None:
+            stats.feed(_wide_text(path, wide_decoder, block, wide).encode("utf-8"))
+            continue
+        stats.feed(block)
+        plain = block.isascii()  # ASCII is valid in every candidate encoding: nothing more to learn
+        if utf8_ok:
+            try:
+                utf8.decode(block)
+                multibyte = multibyte or not plain  # valid UTF-8 that is not ASCII holds a multi-byte sequence
+            except UnicodeDecodeError:
+                utf8_ok = False
+        if cp1252_ok and not plain:
+            try:
+                block.decode("cp1252")
+            except UnicodeDecodeError:
+                cp1252_ok = False
+        if not utf8_ok and not multibyte and not plain:
+            multibyte = linereader.has_utf8_multibyte(block)
+    if wide_decoder is not None:
+        stats.feed(_wide_text(path, wide_decoder, b"", wide, final=True).encode("utf-8"))
+    elif utf8_ok:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8_ok = False
+    stats.close()
+    encoding = wide or ("utf-8" if utf8_ok else linereader.MIXED_ENCODING if multibyte else "cp1252" if cp1252_ok else "latin-1")
+    return _Scan(digest.hexdigest(), encoding, head, stats, wide, utf8_ok, cp1252_ok)
+
+
+def _wide_text(path: Path, dec: codecs.IncrementalDecoder, block: bytes, name: str | None, final: bool = False) -> str:
+    try:
+        return dec.decode(block, final=final)
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{path}: starts with a {name} byte-order mark but is not valid {name} text ({exc.reason}); save it as UTF-8"
+        ) from None
+
+
+def _chosen_encoding(path: Path, scan: _Scan, wanted: str) -> str:
+    """The detected encoding, or the forced one if the bytes really are in it."""
+    if wanted == "auto" or wanted == scan.encoding:
+        return scan.encoding
+    fits = {"utf-8": scan.utf8_ok and not scan.wide, "cp1252": scan.cp1252_ok and not scan.wide, "latin-1": not scan.wide}
+    if not fits.get(wanted, True):
+        raise SourceError(
+            f"{path}: etl.encoding is {wanted} but the file is not {wanted} text (it reads as {scan.encoding}); "
+            "set etl.encoding to auto or to the file's encoding"
+        )
+    return wanted
+
+
+def _header(path: Path, scan: _Scan, encoding: str, delimiter: str) -> list[str]:
+    text = linereader.decoder(encoding).decode(scan.head).lstrip("\ufeff")  # a character cut at the block's end waits
+    if not text.strip():
+        raise SourceError(f"{path}: the file is empty; expected a header line and sales rows")
+    first = next(linereader.text_lines(iter([text.encode("utf-8")]), "utf-8"), ("", ""))[0]
+    try:
+        header = next(csv.reader([first], delimiter=delimiter), []) if first else []
+    except csv.Error as exc:  # e.g. a first line of megabytes: no header
+        raise SourceError(f"{path}: the first line is not a CSV header ({exc}); expected {', '.join(SOURCE_COLUMNS)}") from None
+    if scan.lines.lines <= 1:
         resolve_columns(header, None, str(path))  # a wrong header is the more useful message
         raise SourceError(f"{path}: has a header line but no data rows")
     return header
+
+
+def _line_by_line(scan: _Scan, encoding: str, delimiter: str) -> str | None:
+    """Why the fast parser cannot be trusted with this file (None: it can)."""
+    if scan.wide:
+        return f"{scan.wide} text"
+    if encoding == linereader.MIXED_ENCODING:
+        return "UTF-8 mixed with Windows-1252"
+    if len(delimiter.encode()) != 1:
+        return "a delimiter that is not one byte"
+    if scan.lines.irregular is not None:
+        return f"quoting that is not plain, first in: {scan.lines.irregular}"
+    return None
 
 
 def inspect_source(path: Path, encoding: str = "auto", delimiter: str = ",", column_map: dict[str, str] | None = None) -> SourceInfo:
@@ -143,23 +232,32 @@ def inspect_source(path: Path, encoding: str = "auto", delimiter: str = ",", col
         what = _looks_binary(raw.read(8192)) if compression is None else None
     if what:
         raise SourceError(f"{path}: looks like {what}, not a CSV text file; export the sales as CSV")
-    checksum, detected, head = _scan(path, compression)
-    if compression and _looks_binary(head):
+    scan = _scan(path, compression, delimiter)
+    if compression and _looks_binary(scan.head):
         raise SourceError(f"{path}: the compressed content is not CSV text")
-    chosen = detected if encoding == "auto" else encoding
-    header = _header(path, head, chosen, delimiter)
+    chosen = _chosen_encoding(path, scan, encoding)
+    header = _header(path, scan, chosen, delimiter)
     columns = resolve_columns(header, column_map, str(path))
-    per_row = len(head) / max(1, head.count(b"\n"))
-    return SourceInfo(path, checksum, chosen, path.stat().st_size, header, compression, per_row, columns)
+    per_row = len(scan.head) / max(1, scan.head.count(b"\n"))
+    return SourceInfo(
+        path, scan.checksum, chosen, path.stat().st_size, header, compression, per_row, columns,
+        scan.lines.longest, _line_by_line(scan, chosen, delimiter),
+    )  # fmt: skip
 
 
 def read_chunks(info: SourceInfo, chunk_size: int, delimiter: str = ",") -> Iterator[Chunk]:
-    """Yield chunks of about `chunk_size` rows; every record is in exactly one chunk.
+    """Yield chunks of about `chunk_size` records; every record is in exactly one chunk.
 
-    Source rows are record numbers (1 = first data row). pyarrow parses one block ahead, so a
-    malformed line may be reported before the rows in front of it are returned: malformed
-    records wait in `bad` until the chunk whose span contains them is cut.
-    """
+    Source rows are record numbers (1 = first data row; empty lines are not records)."""
+    if info.line_by_line:
+        return _line_chunks(info, chunk_size, delimiter)
+    return _parsed_chunks(info, chunk_size, delimiter)
+
+
+def _parsed_chunks(info: SourceInfo, chunk_size: int, delimiter: str) -> Iterator[Chunk]:
+    """pyarrow's streaming parser. It parses one block ahead, so a malformed line may be reported
+    before the rows in front of it are returned: malformed records wait in `bad` until the
+    chunk whose span contains them is cut."""
     bad: list[tuple[int, str, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -214,8 +312,9 @@ def _make_chunk(
 
 
 def _block_size(info: SourceInfo, chunk_size: int) -> int:
-    """Bytes per parser block so that one block holds about `chunk_size` rows."""
-    return int(min(max(chunk_size * info.bytes_per_row * 1.02, 64 << 10), 512 << 20))
+    """Bytes per parser block so that one block holds about `chunk_size` rows, and always the
+    longest line (pyarrow refuses a row that straddles two blocks)."""
+    return int(max(min(max(chunk_size * info.bytes_per_row * 1.02, 64 << 10), 512 << 20), 2 * info.longest_line + (64 << 10)))
 
 
 def _batches(info: SourceInfo, reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
@@ -227,3 +326,40 @@ def _batches(info: SourceInfo, reader: pacsv.CSVStreamingReader) -> Iterator[pa.
         except pa.ArrowInvalid as exc:
             raise SourceError(f"{info.path}: cannot be parsed as CSV ({exc}); check quoting and the delimiter") from None
         yield batch
+
+
+def _line_chunks(info: SourceInfo, chunk_size: int, delimiter: str) -> Iterator[Chunk]:
+    """The line-by-line reader (etl/linereader.py), cut into chunks like the parsed ones."""
+    positions = [info.header.index(raw) for raw in _by_canonical(info)]
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    bad: list[tuple[int, str, str]] = []
+    lines = linereader.text_lines(_blocks(info.path, info.compression), info.encoding)
+    try:
+        for number, (fields, text, problem) in enumerate(linereader.records(lines, len(info.header), delimiter), start=1):
+            if fields is None:
+                bad.append((number, text, problem))
+            else:
+                rows.append([fields[i] for i in positions])
+                numbers.append(number)
+            if len(rows) + len(bad) >= chunk_size:
+                yield _text_chunk(rows, numbers, bad)
+                rows, numbers, bad = [], [], []
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{info.path}: is not valid {info.encoding} text ({exc.reason}); set etl.encoding to the file's encoding"
+        ) from None
+    if rows or bad:
+        yield _text_chunk(rows, numbers, bad)
+
+
+def _by_canonical(info: SourceInfo) -> list[str]:
+    """The raw header of each canonical column, in SOURCE_COLUMNS order."""
+    raw = {canonical: header for header, canonical in info.columns.items()}
+    return [raw[c] for c in SOURCE_COLUMNS]
+
+
+def _text_chunk(rows: list[list[str]], numbers: list[int], bad: list[tuple[int, str, str]]) -> Chunk:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in SOURCE_COLUMNS]
+    table = pa.table({c: pa.array(values, type=pa.string()) for c, values in zip(SOURCE_COLUMNS, columns, strict=True)})
+    return Chunk(table.to_pandas(), np.asarray(numbers, dtype=np.int64), list(bad))

@@ -59,13 +59,16 @@ class Scd2Plan:
 
 
 def first_appearances(points: list[tuple[datetime, str]], seen: set[str] | frozenset[str] = frozenset()) -> list[tuple[datetime, str]]:
-    """The first (time, country) of each country not in `seen`, in time order."""
+    """The first (time, country) of each country not in `seen`, in time order. A version needs a
+    moment of its own: a country first seen at the same instant as the one before it (one invoice
+    with two countries) opens no version, as a country first seen before the current version."""
     out: list[tuple[datetime, str]] = []
     known = set(seen)
     for when, country in sorted(points):
         if country not in known:
             known.add(country)
-            out.append((when, country))
+            if not out or when > out[-1][0]:
+                out.append((when, country))
     return out
 
 
@@ -102,7 +105,8 @@ def plan_customer(customer_id: str, versions: list[Version], points: list[tuple[
     earliest = min(points)[0]
     if earliest < first.effective:
         plan.extend.append({"customer_key": first.key, "effective_date": earliest})
-    new = [p for p in first_appearances(points, {v.country for v in versions}) if p[0] >= current.effective]
+    # strictly after: a version starting where the current one starts would have no time of its own
+    new = [p for p in first_appearances(points, {v.country for v in versions}) if p[0] > current.effective]
     if new:
         plan.expire.append({"customer_key": current.key, "expiry_date": new[0][0]})
         plan.inserts += _chain(customer_id, new, None, True)

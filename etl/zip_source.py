@@ -24,6 +24,7 @@ from config.settings import Settings
 from etl.ingestion import Chunk, SourceInfo, inspect_source, read_chunks
 from etl.workbook import check_file, sha256_file
 from utils.errors import SourceError
+from utils.files import private_open
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class _extracted:
         # Always a .csv name: the content is plain text and must not be taken for gzip/bz2.
         tmp = Path(self.folder) / (PurePosixPath(self.member).stem[:100] + ".csv")
         try:
-            with self.archive.open(self.member) as src, open(tmp, "wb") as dst:
+            with self.archive.open(self.member) as src, private_open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
             self.__exit__(None, None, None)

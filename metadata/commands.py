@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from metadata import versions as v
+from utils.errors import PlatformError
+from utils.files import write_private
 from utils.render import emit, table
 
 _FORMAT = click.option(
@@ -201,7 +203,10 @@ def metadata_export(app, fmt: str, complete: bool, filename: Path | None) -> Non
     if filename is None:
         click.echo(content, nl=False)
         return
-    filename.write_text(content, encoding="utf-8")
+    try:
+        write_private(filename, content)
+    except OSError as exc:
+        raise PlatformError(f"cannot write {filename}: {exc.strerror or exc}; choose another --filename") from None
     click.echo(f"wrote {filename} ({len(content):,} bytes)", err=True)
 
 

@@ -17,6 +17,7 @@ from email.message import EmailMessage
 
 from config.settings import AlertChannel, Settings
 from utils.errors import PlatformError
+from utils.files import private_open
 
 log = logging.getLogger("monitoring.alerts")
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -47,9 +48,7 @@ def _log(channel: AlertChannel, payload: dict, settings: Settings) -> None:
 def _file(channel: AlertChannel, payload: dict, settings: Settings) -> None:
     if not channel.path:
         raise ChannelConfigError(f"channel '{channel.name}': a file channel needs 'path'")
-    path = settings.resolve_path(channel.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
+    with private_open(settings.resolve_path(channel.path), "a", parents=True) as fh:
         fh.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from database.errors import describe
 from database.schema import missing_tables, setup_schema
 from utils.errors import PlatformError
+from utils.files import write_private
 from utils.render import emit, table
 
 _FORMAT = click.option(
@@ -113,7 +114,7 @@ def quality_report(app, run_id: int | None, fmt: str, output: Path | None) -> No
         click.echo(text, nl=False)
         return
     try:
-        output.write_text(text, encoding="utf-8")
+        write_private(output, text)
     except OSError as exc:
         raise PlatformError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"{fmt} report written to {output} ({len(text.encode()):,} bytes)")

@@ -12,6 +12,7 @@ from database.models import Quarantine
 from etl.cleaning import REASONS
 from monitoring.history import require_run
 from utils.errors import PlatformError
+from utils.files import private_open
 
 COLUMNS = (
     "quarantine_id", "run_id", "source_row", "reasons", "invoice_no", "stock_code", "description", "quantity",
@@ -68,7 +69,7 @@ def export(conn: Connection, path: Path, fmt: str, run_id: int | None = None, re
     rows = conn.execution_options(stream_results=True, yield_per=5000).execute(query)
     count = 0
     try:
-        with open(path, "w", newline="", encoding="utf-8") as fh:
+        with private_open(path, "w", newline="") as fh:
             if fmt == "csv":
                 writer = csv.writer(fh)
                 writer.writerow(COLUMNS)

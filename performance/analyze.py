@@ -259,5 +259,6 @@ def _aliases(sql: str) -> dict[str, str]:
 def _sqlite_rows(conn: Connection, table: str, cache: dict[str, int]) -> int:
     if table not in cache:
         exists = conn.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}).first()
-        cache[table] = int(conn.exec_driver_sql(f'SELECT COUNT(*) FROM "{table}"').scalar_one()) if exists else 0
+        quoted = conn.dialect.identifier_preparer.quote_identifier(table)  # a name from the plan: checked above, quoted here
+        cache[table] = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {quoted}").scalar_one()) if exists else 0
     return cache[table]

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sqlite3
 import threading
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 
 from performance.settings import CacheSettings
 from utils.errors import PlatformError
+from utils.files import private_dir, restrict
 from utils.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class DiskCache:
         self.ttl = settings.ttl_seconds
         self.max_bytes = settings.max_bytes
         try:
-            _private_dir(path)
+            private_dir(path, own=True)
             try:
                 self._open(path)
             except sqlite3.DatabaseError as exc:  # damaged (see _open): it is only a cache, start again
@@ -210,17 +210,11 @@ def _remove_store(path: Path) -> None:
         (path / name).unlink(missing_ok=True)
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
 def _private_files(path: Path) -> None:
     """The databases and their folder: user only (the folder's mode already keeps others out of
     everything inside it, including value files diskcache adds later)."""
     for item in (path / "entries", path / "entries" / "cache.db", path / "stats.db"):
-        if item.exists():
-            os.chmod(item, 0o700 if item.is_dir() else 0o600)
+        restrict(item)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,12 +5,16 @@ The database enforces read-only too (a READ ONLY transaction on PostgreSQL, a re
 connection on SQLite); these checks refuse early with a clear message, and close the gaps a
 read-only transaction leaves: a second statement after a `;` (PostgreSQL runs every statement
 of a simple query, so `SELECT 1; COMMIT; DROP …` would escape the transaction), COPY … TO
-PROGRAM, and server functions that act outside the transaction (advisory locks, ending other
-sessions, reading server files, changing session settings).
+PROGRAM, row locks (FOR SHARE/UPDATE), server functions that act outside the transaction
+(advisory locks, ending other sessions, reading server files, changing session settings,
+resetting statistics), functions that run SQL text of their own (query_to_xml …), and the
+catalogs that hold password hashes or user-mapping passwords (pg_authid, pg_shadow,
+pg_user_mapping(s)).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import sqlparse
@@ -29,9 +33,17 @@ DENIED_FUNCTIONS = frozenset(
         "pg_create_restore_point", "pg_notify", "set_config", "pg_logical_emit_message", "pg_backup_start",
         "pg_backup_stop", "pg_start_backup", "pg_stop_backup", "pg_log_backend_memory_contexts", "load_extension",
         "pg_create_logical_replication_slot", "pg_create_physical_replication_slot", "pg_drop_replication_slot",
+        "lowrite", "loread", "pg_logdir_ls", "pg_import_system_collations", "pg_current_logfile",
+        "pg_ls_logdir", "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir",
     }
 )  # fmt: skip
-DENIED_PREFIXES = ("pg_advisory", "pg_try_advisory", "dblink", "lo_")
+# Functions that run SQL text of their own, which these checks never see.
+SQL_TEXT_FUNCTIONS = frozenset({"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema"})
+DENIED_PREFIXES = (
+    "pg_advisory", "pg_try_advisory", "dblink", "lo_", "pg_stat_reset", "pg_file_", "pg_replication_origin", "pg_wal_replay",
+)  # fmt: skip
+# Catalogs holding password hashes or the options (passwords) of foreign-server user mappings.
+DENIED_RELATIONS = frozenset({"pg_authid", "pg_shadow", "pg_user_mapping", "pg_user_mappings"})
 
 # What makes an answer change without a new data version.
 VOLATILE_FUNCTIONS = frozenset(
@@ -104,17 +116,19 @@ def _meaningful(tokens) -> bool:
 
 
 def _check_kind(tokens: list) -> None:
-    first = next((t.normalized for t in tokens if t.ttype in T.Keyword), "")
+    first = next((t.value.upper() for t in tokens if t.ttype not in T.Punctuation), "")
     words = {t.normalized for t in tokens if t.ttype in T.Keyword}
     if first == "COPY" or "COPY" in words:
         raise refuse("COPY reads and writes server files and programs (use --format csv to export an answer)")
     if first not in READ_ONLY_KINDS:
-        raise refuse(f"{first or 'this'} statements change the warehouse or its settings")
+        raise refuse(f"{first} statements change the warehouse or its settings")
     for t in tokens:
         if (t.ttype in T.DML and t.normalized != "SELECT") or t.ttype in T.DDL:
             raise refuse(f"{t.normalized} statements change the warehouse")
     if "INTO" in words:
         raise refuse("SELECT … INTO creates a table")
+    if any(t.normalized == "FOR" and nxt.normalized in ("SHARE", "KEY", "NO") for t, nxt in itertools.pairwise(tokens)):
+        raise refuse("SELECT … FOR SHARE/UPDATE locks rows")
 
 
 def _check_functions(tokens: list) -> None:
@@ -125,6 +139,10 @@ def _check_functions(tokens: list) -> None:
         called = nxt is not None and nxt.match(T.Punctuation, "(")
         if called and (name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES)):
             raise refuse(f"{name}() acts outside the transaction")
+        if called and name in SQL_TEXT_FUNCTIONS:
+            raise refuse(f"{name}() runs SQL text of its own, which is not checked")
+        if name in DENIED_RELATIONS and t.ttype in (T.Name, T.Keyword, T.String.Symbol):
+            raise refuse(f"{name} holds credentials")
 
 
 def _volatility(tokens: list) -> str | None:

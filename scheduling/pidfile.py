@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from utils.errors import PlatformError
+from utils.files import FILE_MODE, private_dir
 
 
 class PidFile:
@@ -25,9 +26,9 @@ class PidFile:
         self.replaced_pid: int | None = None
 
     def __enter__(self) -> PidFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         for _ in range(10):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -38,6 +39,7 @@ class PidFile:
                 ) from None
             if _same_file(fd, self.path):  # not unlinked by a daemon that was just exiting
                 self._fd = fd
+                os.fchmod(fd, FILE_MODE)  # a file left by an older version may be wider
                 self.replaced_pid = _read_fd_pid(fd)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -148,6 +148,21 @@ def test_new_country_before_current_version_does_not_rewrite_history():
     assert (plan.inserts, plan.expire, plan.extend) == ([], [], [])
 
 
+def test_two_countries_at_one_instant_open_one_version():
+    """One invoice with two countries: the second has no moment of its own (it broke the unique
+    (customer_id, effective_date) key of dim_customers)."""
+    plan = plan_customer("1", [], [(T1, "B"), (T1, "A"), (T2, "A")])
+    assert [(r["country"], r["effective_date"], r["expiry_date"], r["is_current"]) for r in plan.inserts] == [("A", T1, None, True)]
+
+
+def test_new_country_at_the_start_of_the_current_version_opens_no_version():
+    """A later extract with another country on a line at the very start of the current version
+    (found by the crash trials: the load failed with a unique violation on dim_customers)."""
+    versions = [Version(7, T1, None, "United Kingdom")]
+    plan = plan_customer("13224", versions, [(T1, "Iceland"), (T2, "Iceland")])
+    assert (plan.inserts, plan.expire, plan.extend) == ([], [], [])
+
+
 def test_plan_customers_over_frames():
     existing = pd.DataFrame(
         {

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 from sqlalchemy import Engine
 
 from config.settings import Settings, load_settings
@@ -25,6 +26,8 @@ class AppContext:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config_file, self.overrides)
+            for warning in self._settings.warnings:
+                click.echo(f"Warning: {warning}", err=True)
         return self._settings
 
     @property

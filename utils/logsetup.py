@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from utils.files import touch_private
 from utils.urls import mask_secrets
 
 current_run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("run_id", default=None)
@@ -30,11 +30,20 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class MaskSecrets(logging.Filter):
+    """Masks URL passwords and secret parameters in every record a handler emits (the console
+    too: a driver's error text can hold a connection string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 def _user_only_file_handler(path: Path) -> logging.FileHandler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.close(fd)
-    return logging.FileHandler(path, encoding="utf-8")
+    return logging.FileHandler(touch_private(path), encoding="utf-8")
 
 
 def configure_logging(level: str, log_file: Path | None, console: bool = True) -> None:
@@ -43,12 +52,14 @@ def configure_logging(level: str, log_file: Path | None, console: bool = True) -
     for handler in list(root.handlers):
         if getattr(handler, "_rdp", False):
             root.removeHandler(handler)
+            handler.close()
     root.setLevel(logging.DEBUG)
     if log_file is not None:
         file_handler = _user_only_file_handler(log_file)
         file_handler.setFormatter(JsonLineFormatter())
         file_handler.setLevel(logging.DEBUG)
         file_handler._rdp = True  # type: ignore[attr-defined]
+        file_handler.addFilter(MaskSecrets())
         root.addHandler(file_handler)
     if console:
         from rich.console import Console
@@ -57,4 +68,5 @@ def configure_logging(level: str, log_file: Path | None, console: bool = True) -
         console_handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
         console_handler.setLevel(level.upper())
         console_handler._rdp = True  # type: ignore[attr-defined]
+        console_handler.addFilter(MaskSecrets())
         root.addHandler(console_handler)
