@@ -158,6 +158,13 @@ def _source_checks(settings: Settings) -> list[CheckSpec]:
             {"quarantine": _has_reason("malformed_line"), "fact": None}, {"quarantine": _Q_SAMPLE},
         ),
         CheckSpec(
+            "validity.source.text_values", "validity", SOURCE, None,
+            "share of source rows whose text fits the warehouse (no control characters; codes, ids and countries within "
+            "their column lengths)",
+            {"quarantine": f"{_has_reason('control_characters')} OR {_has_reason('too_long')}", "fact": None},
+            {"quarantine": _Q_SAMPLE + " || ' reasons=' || q.reasons"},
+        ),
+        CheckSpec(
             "uniqueness.source.exact_duplicates", "uniqueness", SOURCE, None,
             "share of source rows that do not repeat an earlier row in all eight fields (repeats are quarantined)",
             {"quarantine": _has_reason("duplicate"), "fact": None}, {"quarantine": _Q_SAMPLE + " || ' invoice_no=' || COALESCE(q.invoice_no, '')"},

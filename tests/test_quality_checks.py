@@ -220,6 +220,8 @@ CASES = [
     Case("validity.source.unit_price", _quarantine("bad_unit_price", unit_price="abc"), 2),
     Case("validity.source.customer_id", _quarantine("bad_customer_id", customer_id="X1"), 2),
     Case("validity.source.line_format", _quarantine("malformed_line"), 2),
+    Case("validity.source.text_values", _quarantine("control_characters", description="A\u2400B"), 2),
+    Case("validity.source.text_values", _quarantine("too_long", country="X" * 300), 2),
     Case("uniqueness.source.exact_duplicates", _quarantine("duplicate"), 2),
     Case(
         "accuracy.source.business_rules",
