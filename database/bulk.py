@@ -6,8 +6,10 @@ Never row-by-row ORM. Timestamps travel as text in one fixed form; NULLs stay NU
 from __future__ import annotations
 
 import io
+import logging
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import pandas as pd
@@ -19,6 +21,8 @@ from sqlalchemy.exc import DBAPIError
 
 from database.models import SQLITE_TS_FORMAT
 
+log = logging.getLogger(__name__)
+
 
 @contextmanager
 def _driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
@@ -28,9 +32,15 @@ def _driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
     try:
         yield cursor
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+        # Like SQLAlchemy's own statements: a broken connection is invalidated, so the rollback on
+        # the way out does not fail with "connection already closed" and hide the real cause.
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error, connection_invalidated=lost) from exc
     finally:
-        cursor.close()
+        with suppress(dbapi.Error):  # closing a cursor of a dead connection
+            cursor.close()
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
@@ -50,9 +60,22 @@ def copy_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:
     buf.seek(0)
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     sql = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
-    with _driver_cursor(conn, sql) as cursor:
+    with _driver_cursor(conn, sql) as cursor, _driver_chain_to_log():
         cursor.copy_expert(sql, buf)
     return len(frame)
+
+
+@contextmanager
+def _driver_chain_to_log() -> Iterator[None]:
+    """psycopg2 2.9, when the connection breaks during COPY FROM STDIN, prints an exception chain
+    (AdminShutdown ... SystemError) to stderr through sys.excepthook before raising the error to
+    us. The error still reaches the caller (one `Error:` line); the chain goes to the log file."""
+    previous = sys.excepthook
+    sys.excepthook = lambda kind, value, _tb: log.debug("driver report during COPY: %s: %s", kind.__name__, value)
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
 
 
 def insert_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
@@ -41,6 +41,17 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+WRITES = "rdp_writes"  # execution option of a connection whose transaction writes (database.locks.write_transaction)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN; for a writing transaction BEGIN IMMEDIATE, which takes the file's write lock up front
+    (waiting up to the busy timeout). A deferred transaction that reads first and writes later
+    fails at once ("database is locked", no waiting) if another process wrote in between: in
+    WAL mode its snapshot cannot become a write transaction."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITES) else "BEGIN")
+
+
 def make_engine(settings: DatabaseSettings) -> Engine:
     """Create the warehouse engine from the database settings."""
     url = resolve_url(settings.url)
@@ -52,7 +63,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": settings.sqlite_busy_timeout_s})
             event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+            event.listen(engine, "begin", _sqlite_begin)
             return engine
         if backend == "postgresql":
             return create_engine(

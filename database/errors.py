@@ -37,6 +37,12 @@ def describe(engine: Engine, exc: SQLAlchemyError) -> DatabaseError:
         return DatabaseError(f"warehouse {url}: {detail}; fix the user in the database URL or create the role")
     if "password authentication failed" in lowered or "authentication" in lowered:
         return DatabaseError(f"warehouse {url}: authentication failed; check the user and password in the database URL")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated and not any(h in lowered for h in _TRANSIENT_HINTS):
+        # the driver's words for a broken connection vary ("invalid socket", "connection already closed")
+        return TransientDatabaseError(
+            f"warehouse {url}: the connection to the database server was lost ({detail}); is the server running? "
+            "Check it and run the command again"
+        )
     if isinstance(exc, OperationalError) and any(h in lowered for h in _TRANSIENT_HINTS):
         hint = (
             "another process holds the SQLite file; wait for it or raise database.sqlite_busy_timeout_s"

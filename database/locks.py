@@ -3,23 +3,33 @@
 PostgreSQL: a session-level advisory lock, so it also holds across machines. SQLite: an
 exclusive `flock` on a file beside the database. Both are released by the OS or server when
 the holding process dies, so a killed run never leaves a stale lock behind.
+
+On PostgreSQL the session lock lives on a connection of its own. Should that connection break
+while the run goes on (a network cut, `pg_terminate_backend`), the server releases the lock and
+a second run could start; so the run's writing transaction also takes a transaction-level lock
+(`lock_writes`): two writing transactions never overlap, whatever happens to the sessions.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, RootTransaction, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from utils.errors import TransientDatabaseError
 
+log = logging.getLogger(__name__)
+
 WAREHOUSE_LOCK_ID = 0x5244_5001  # "RDP" + 1: the ETL write lock
+WRITE_TRANSACTION_LOCK_ID = 0x5244_5002  # held by the writing transaction itself (lock_writes)
 _POLL_S = 0.25
 
 
@@ -64,7 +74,44 @@ def _advisory_lock(engine: Engine, timeout_s: float, on_wait: Callable[[], None]
         try:
             yield
         finally:
-            conn.execute(text("select pg_advisory_unlock(:k)"), {"k": key})
+            _unlock(conn, key)
+
+
+def _unlock(conn: Connection, key: int) -> None:
+    try:
+        conn.execute(text("select pg_advisory_unlock(:k)"), {"k": key})
+    except SQLAlchemyError as exc:
+        # The session holding the lock broke during the run: the server released the lock with it.
+        # The run's own transaction was guarded by lock_writes, so its outcome stands.
+        log.warning("the connection holding the warehouse lock broke during the run (%s); the server released the lock", type(exc).__name__)
+
+
+@contextmanager
+def write_transaction(engine: Engine, timeout_s: float) -> Iterator[tuple[Connection, RootTransaction]]:
+    """The one transaction of a run that writes the warehouse: on SQLite it starts with the file's
+    write lock (BEGIN IMMEDIATE), on PostgreSQL it first takes the write-transaction lock."""
+    from database.engine import WRITES
+
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITES: True})
+        with conn.begin() as trans:
+            lock_writes(conn, timeout_s)
+            yield conn, trans
+
+
+def lock_writes(conn: Connection, timeout_s: float) -> None:
+    """Make the caller's writing transaction exclusive by itself (PostgreSQL): a transaction-level
+    advisory lock, released at commit or rollback, or when the session ends however it ends.
+    Call it first in the transaction, before reading what the writes depend on. SQLite has one
+    writer per file anyway."""
+    if conn.dialect.name != "postgresql":
+        return
+    key = _scoped_key(conn, WRITE_TRANSACTION_LOCK_ID)
+
+    def attempt() -> bool:
+        return bool(conn.execute(text("select pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar_one())
+
+    _wait_loop(attempt, timeout_s, None, "PostgreSQL write-transaction lock")
 
 
 def _scoped_key(conn: Connection, lock_id: int) -> int:

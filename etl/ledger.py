@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 
+from database.locks import write_transaction
 from database.models import EtlRun
 
 INTERRUPTED = "interrupted: the process ended before the run finished (detected at the next start)"
@@ -56,13 +57,18 @@ def previous_load(engine: Engine, checksum: str) -> Row | None:
 
 
 def run_in_transaction(
-    engine: Engine, run_id: int, started: datetime, dry_run: bool, work: Callable[[Connection], tuple[dict, str]]
+    engine: Engine,
+    run_id: int,
+    started: datetime,
+    dry_run: bool,
+    work: Callable[[Connection], tuple[dict, str]],
+    lock_timeout_s: float,
 ) -> None:
     """Do `work` in one transaction and close the ledger row with it: `success` commits with the
     work; a dry run rolls the work back and records `dry_run`; any failure records `failed`.
     `work` returns the ledger counts and the message."""
     try:
-        with engine.connect() as conn, conn.begin() as trans:
+        with write_transaction(engine, lock_timeout_s) as (conn, trans):
             counts, message = work(conn)
             if dry_run:
                 trans.rollback()

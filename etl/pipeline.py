@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from database.errors import describe
-from database.locks import warehouse_lock
+from database.locks import warehouse_lock, write_transaction
 from database.partitions import parent_statistics_stale
 from database.schema import missing_tables, setup_schema
 from etl import ledger
@@ -107,9 +107,11 @@ def run_etl(
     """Run one ETL of `options.source` (or of an already opened `source`) into the warehouse."""
     info = source or open_source(str(options.source), settings, options.reader)
     try:
-        if missing_tables(engine):
-            setup_schema(engine)
         with warehouse_lock(engine, settings.database.lock_timeout_s, on_wait):
+            # Inside the lock: runs started together on a new warehouse must not all create it
+            # (on SQLite the losers failed with "database is locked").
+            if missing_tables(engine):
+                setup_schema(engine)
             stale = ledger.close_stale_runs(engine)
             if stale:
                 log.warning("runs %s were interrupted earlier and are now marked failed", stale)
@@ -201,7 +203,7 @@ def _process(
 ) -> None:
     cleaner = Cleaner(settings)
     chunk_size = options.chunk_size or settings.etl.chunk_size
-    with engine.connect() as conn, conn.begin() as trans:
+    with write_transaction(engine, settings.database.lock_timeout_s) as (conn, trans):
         loader = WarehouseLoader(conn, summary.run_id)
         loader.prepare()
         # Staging (database I/O) of chunk n overlaps reading and cleaning of chunk n+1; at most

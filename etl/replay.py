@@ -103,7 +103,7 @@ def _replay_locked(engine: Engine, settings: Settings, run: int | None, reason: 
             f"replayed {result.considered:,} quarantined rows: {result.loaded:,} loaded, {result.still_quarantined:,} still quarantined",
         )
 
-    ledger.run_in_transaction(engine, run_id, ledger.utcnow(), dry_run, work)
+    ledger.run_in_transaction(engine, run_id, ledger.utcnow(), dry_run, work, settings.database.lock_timeout_s)
     return result
 
 

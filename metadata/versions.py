@@ -127,7 +127,7 @@ def rollback(
         with warehouse_lock(engine, settings.database.lock_timeout_s, on_wait):
             ledger.close_stale_runs(engine)
             targets = _targets(engine, version)
-            return _rollback_locked(engine, version, targets, dry_run)
+            return _rollback_locked(engine, version, targets, dry_run, settings.database.lock_timeout_s)
     except SQLAlchemyError as exc:
         raise describe(engine, exc) from None
 
@@ -150,7 +150,7 @@ def _targets(engine: Engine, version: int) -> list[int]:
         ]
 
 
-def _rollback_locked(engine: Engine, version: int, targets: list[int], dry_run: bool) -> RollbackResult:
+def _rollback_locked(engine: Engine, version: int, targets: list[int], dry_run: bool, lock_timeout_s: float) -> RollbackResult:
     run_id = ledger.open_run(engine, "rollback", f"versions {', '.join(map(str, sorted(targets)))}", None, None, kind="rollback")
     wall = time.perf_counter()
     result = RollbackResult(run_id, targets, dry_run)
@@ -165,7 +165,7 @@ def _rollback_locked(engine: Engine, version: int, targets: list[int], dry_run: 
         counts = {"dimension_changes": {str(k): v for k, v in result.changes.items()}}
         return counts, f"rolled back version {version}" + (f" and {len(targets) - 1} later" if len(targets) > 1 else "")
 
-    ledger.run_in_transaction(engine, run_id, ledger.utcnow(), dry_run, work)
+    ledger.run_in_transaction(engine, run_id, ledger.utcnow(), dry_run, work, lock_timeout_s)
     return result
 
 
