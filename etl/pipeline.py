@@ -32,6 +32,7 @@ from etl.loader import LoadCounts, WarehouseLoader
 from etl.sources import Source, SourceOptions, open_source
 from monitoring.alerts import run_alerts
 from monitoring.gate import GateResult, evaluate, record
+from performance.aggregates import AGGREGATE_TABLES
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
 
@@ -170,7 +171,7 @@ def _analyze(engine: Engine, summary: RunSummary) -> None:
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         if parent_statistics_stale(conn):
-            conn.execute(text("ANALYZE fact_sales, agg_daily_product, agg_daily_customer, dim_customers, dim_products"))
+            conn.execute(text(f"ANALYZE fact_sales, {', '.join(AGGREGATE_TABLES)}, dim_customers, dim_products"))
     summary.timings["analyze"] = round(time.perf_counter() - start, 4)
 
 
