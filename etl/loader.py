@@ -139,7 +139,7 @@ class WarehouseLoader:
         self.next_sales_key = 1
         self.partitions: set[str] | None = None
         self.touched_dates: set[int] = set()
-        self.preexisting_dates: set[int] = set()
+        self.preexisting_dates = np.empty(0, dtype=np.int64)  # dim_date keys before the run (dates with facts), sorted
         self.aggregates = RunAggregates()
 
     @contextmanager
@@ -162,7 +162,7 @@ class WarehouseLoader:
                 self.conn.execute(text(ddl))
             self.product_keys = dict(self.conn.execute(text("SELECT stock_code, product_key FROM dim_products")).all())
             self.date_keys = {k for (k,) in self.conn.execute(text("SELECT date_key FROM dim_date"))}
-            self.preexisting_dates = set(self.date_keys)
+            self.preexisting_dates = np.array(sorted(self.date_keys), dtype=np.int64)
             self._refresh_versions()
             self.quarantine_ids = np.sort(
                 np.fromiter((k for (k,) in self.conn.execute(text("SELECT line_id FROM etl_quarantine"))), dtype=np.int64)
@@ -211,9 +211,9 @@ class WarehouseLoader:
                 moved = self.conn.execute(text(REPOINT_FACTS).bindparams(bindparam("old_keys", expanding=True)), params)
                 moved_dates = {d for (d,) in moved}
         with self.timed("aggregates"):
-            recompute = (self.touched_dates & self.preexisting_dates) | moved_dates
-            self.aggregates.write(self.conn, recompute)
-            refresh_aggregates(self.conn, recompute)
+            recompute = set(np.intersect1d(list(self.touched_dates), self.preexisting_dates).tolist()) | moved_dates
+            written = self.aggregates.write(self.conn, recompute)
+            refresh_aggregates(self.conn, recompute, months={d // 100 for d in written})
         with self.timed("dim_products"):
             row = self.conn.execute(
                 text(
@@ -248,10 +248,11 @@ class WarehouseLoader:
 
     def _facts_held_estimate(self, lo: int, hi: int) -> float:
         """Facts the warehouse holds on dates lo..hi, estimated from the dates it had before the run."""
-        if not self.preexisting_dates:
+        dates = self.preexisting_dates
+        if not len(dates):
             return 0.0
-        per_date = (self.next_sales_key - 1) / len(self.preexisting_dates)
-        return per_date * sum(1 for d in self.preexisting_dates if lo <= d <= hi)
+        in_range = int(np.searchsorted(dates, hi, side="right") - np.searchsorted(dates, lo, side="left"))
+        return (self.next_sales_key - 1) / len(dates) * in_range
 
     def _stage_line_keys(self, accepted: pd.DataFrame) -> tuple[str, dict]:
         """A chunk whose dates hold many facts (an extract spread over the whole history) is

@@ -89,7 +89,7 @@ class AggMonthlyProduct(Base):
 
 # ROUND(..., 3): SQLite sums REALs in binary floating point; rounding gives back the exact
 # 3-decimal value the in-memory path writes, so both paths store identical numbers.
-_RETURN = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"
+RETURN_CASE = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"  # a fact's value when it is a return, else 0
 _SALE = "CASE WHEN f.transaction_type = 'sale' THEN {} ELSE 0 END"
 _ADJUSTMENT = "CASE WHEN f.transaction_type = 'adjustment' THEN {} ELSE 0 END"
 _INVOICES_OF = "COUNT(DISTINCT CASE WHEN f.transaction_type = '{}' THEN f.invoice_no END)"
@@ -97,55 +97,52 @@ _INVOICES_OF = "COUNT(DISTINCT CASE WHEN f.transaction_type = '{}' THEN f.invoic
 _SELECT = {
     "agg_daily_product": f"""
         SELECT f.date_key, f.product_key, COUNT(*) AS lines, SUM(f.quantity) AS units, ROUND(SUM(f.line_total), 3) AS revenue,
-               SUM({_RETURN.format(1)}) AS return_lines, SUM({_RETURN.format("f.quantity")}) AS return_units,
-               ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue
+               SUM({RETURN_CASE.format(1)}) AS return_lines, SUM({RETURN_CASE.format("f.quantity")}) AS return_units,
+               ROUND(SUM({RETURN_CASE.format("f.line_total")}), 3) AS return_revenue
         FROM fact_sales f {{where}} GROUP BY f.date_key, f.product_key""",
     "agg_daily_customer": f"""
         SELECT f.date_key, f.customer_key, COUNT(*) AS lines, COUNT(DISTINCT f.invoice_no) AS invoices, SUM(f.quantity) AS units,
-               ROUND(SUM(f.line_total), 3) AS revenue, ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue
+               ROUND(SUM(f.line_total), 3) AS revenue, ROUND(SUM({RETURN_CASE.format("f.line_total")}), 3) AS return_revenue
         FROM fact_sales f {{where}} GROUP BY f.date_key, f.customer_key""",
     "agg_daily_orders": f"""
         SELECT f.date_key, f.customer_key, {_INVOICES_OF.format("sale")} AS orders, SUM({_SALE.format("f.quantity")}) AS sale_units,
                ROUND(SUM({_SALE.format("f.line_total")}), 3) AS sale_revenue, {_INVOICES_OF.format("return")} AS return_invoices,
-               SUM({_RETURN.format("f.quantity")}) AS return_units, ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue,
+               SUM({RETURN_CASE.format("f.quantity")}) AS return_units, ROUND(SUM({RETURN_CASE.format("f.line_total")}), 3) AS return_revenue,
                ROUND(SUM({_ADJUSTMENT.format("f.line_total")}), 3) AS adjustment_revenue
         FROM fact_sales f {{where}} GROUP BY f.date_key, f.customer_key""",
 }
-# agg_monthly_product from fact_sales (the fact form of the reports); it is refreshed from agg_daily_product.
-_MONTHLY_FROM_FACTS = f"""
-        SELECT f.date_key / 100 AS month_key, f.product_key, COUNT(*) AS lines, SUM(f.quantity) AS units,
-               ROUND(SUM(f.line_total), 3) AS revenue, SUM({_RETURN.format(1)}) AS return_lines,
-               SUM({_RETURN.format("f.quantity")}) AS return_units, ROUND(SUM({_RETURN.format("f.line_total")}), 3) AS return_revenue
-        FROM fact_sales f GROUP BY f.date_key / 100, f.product_key"""
-_MONTH_REFRESH = """
-        INSERT INTO agg_monthly_product (month_key, product_key, lines, units, revenue, return_lines, return_units, return_revenue)
-        SELECT :month, a.product_key, SUM(a.lines), SUM(a.units), ROUND(SUM(a.revenue), 3), SUM(a.return_lines), SUM(a.return_units),
-               ROUND(SUM(a.return_revenue), 3)
-        FROM agg_daily_product a WHERE a.date_key BETWEEN :first AND :last GROUP BY a.product_key"""
+# agg_monthly_product: the sums of agg_daily_product by month, over any relation `a` with its
+# columns (the table itself when refreshing, the daily aggregate's fact form for reports).
+_MONTHLY = """
+        SELECT a.date_key / 100 AS month_key, a.product_key, SUM(a.lines) AS lines, SUM(a.units) AS units,
+               ROUND(SUM(a.revenue), 3) AS revenue, SUM(a.return_lines) AS return_lines, SUM(a.return_units) AS return_units,
+               ROUND(SUM(a.return_revenue), 3) AS return_revenue
+        FROM {source} a {where} GROUP BY a.date_key / 100, a.product_key"""
 _COLUMNS = {
-    "agg_daily_product": ("date_key", "product_key", "lines", "units", "revenue", "return_lines", "return_units", "return_revenue"),
-    "agg_daily_customer": ("date_key", "customer_key", "lines", "invoices", "units", "revenue", "return_revenue"),
-    "agg_daily_orders": (
-        "date_key", "customer_key", "orders", "sale_units", "sale_revenue", "return_invoices", "return_units", "return_revenue",
-        "adjustment_revenue",
-    ),
-}  # fmt: skip
+    model.__tablename__: tuple(c.name for c in model.__table__.columns)
+    for model in (AggDailyProduct, AggDailyCustomer, AggDailyOrders, AggMonthlyProduct)
+}
 _REFRESH = {
     table: f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) " + select.format(where="WHERE f.date_key IN :dates")
     for table, select in _SELECT.items()
 }
+_MONTH_REFRESH = f"INSERT INTO agg_monthly_product ({', '.join(_COLUMNS['agg_monthly_product'])}) " + _MONTHLY.format(
+    source="agg_daily_product", where="WHERE a.date_key BETWEEN :first AND :last AND a.date_key / 100 IN :months"
+)
 AGGREGATE_TABLES = (*_REFRESH, "agg_monthly_product")
 
 
 def from_facts(table: str) -> str:
     """The aggregate `table` computed from fact_sales, as a derived table for a FROM clause: the
     fact form of a query over the aggregates, with the very same definition."""
-    select = _MONTHLY_FROM_FACTS if table == "agg_monthly_product" else _SELECT[table].format(where="")
-    return "(" + select.strip() + ")"
+    if table == "agg_monthly_product":
+        return "(" + _MONTHLY.format(source=from_facts("agg_daily_product"), where="").strip() + ")"
+    return "(" + _SELECT[table].format(where="").strip() + ")"
 
 
-def refresh(conn: Connection, dates: Iterable[int], batch: int = 400) -> int:
-    """Recompute every aggregate for `dates` (YYYYMMDD), and their months; returns the number of dates refreshed."""
+def refresh(conn: Connection, dates: Iterable[int], months: Iterable[int] = (), batch: int = 400) -> int:
+    """Recompute every daily aggregate for `dates` (YYYYMMDD), then agg_monthly_product for their
+    months and `months` (YYYYMM) in one pass; returns the number of dates refreshed."""
     keys = sorted({int(d) for d in dates})
     for start in range(0, len(keys), batch):
         part = keys[start : start + batch]
@@ -154,17 +151,18 @@ def refresh(conn: Connection, dates: Iterable[int], batch: int = 400) -> int:
                 text(f"DELETE FROM {table} WHERE date_key IN :dates").bindparams(bindparam("dates", expanding=True)), {"dates": part}
             )
             conn.execute(text(insert).bindparams(bindparam("dates", expanding=True)), {"dates": part})
-    refresh_months(conn, {k // 100 for k in keys})
+    _refresh_months(conn, {k // 100 for k in keys} | {int(m) for m in months})
     return len(keys)
 
 
-def refresh_months(conn: Connection, months: Iterable[int]) -> int:
-    """Recompute agg_monthly_product for `months` (YYYYMM) from agg_daily_product; returns the months refreshed."""
-    done = sorted({int(m) for m in months})
-    for month in done:
-        conn.execute(text("DELETE FROM agg_monthly_product WHERE month_key = :month"), {"month": month})
-        conn.execute(text(_MONTH_REFRESH), {"month": month, "first": month * 100 + 1, "last": month * 100 + 31})
-    return len(done)
+def _refresh_months(conn: Connection, months: set[int]) -> None:
+    """Recompute agg_monthly_product for `months` (YYYYMM) from agg_daily_product, set-based."""
+    if not months:
+        return
+    done = sorted(months)
+    params = {"months": done, "first": done[0] * 100 + 1, "last": done[-1] * 100 + 31}
+    conn.execute(text("DELETE FROM agg_monthly_product WHERE month_key IN :months").bindparams(bindparam("months", expanding=True)), params)
+    conn.execute(text(_MONTH_REFRESH).bindparams(bindparam("months", expanding=True)), params)
 
 
 class RunAggregates:
@@ -214,10 +212,11 @@ class RunAggregates:
         self._customers = [pd.concat(self._customers).groupby(_CUSTOMER_KEY, as_index=False).sum()]
         self._invoices = [pd.concat(self._invoices).groupby(_INVOICE_KEY, as_index=False).max()]
 
-    def write(self, conn: Connection, skip_dates: set[int]) -> int:
-        """Insert the aggregate rows of every date not in `skip_dates`; returns dates written."""
+    def write(self, conn: Connection, skip_dates: set[int]) -> set[int]:
+        """Insert the daily aggregate rows of every date not in `skip_dates`; returns the dates
+        written (their months still need agg_monthly_product: `refresh(..., months=...)`)."""
         if not self._products:
-            return 0
+            return set()
         self._compact()
         products, customers, invoices = self._products[0], self._customers[0], self._invoices[0]
         products = products[~products["date_key"].isin(skip_dates)].copy()
@@ -233,8 +232,7 @@ class RunAggregates:
         load_frame(conn, "agg_daily_product", products)
         for table in ("agg_daily_customer", "agg_daily_orders"):
             load_frame(conn, table, customers[list(_COLUMNS[table])])
-        refresh_months(conn, set((products["date_key"] // 100).unique().tolist()))
-        return int(products["date_key"].nunique())
+        return set(products["date_key"].unique().tolist())
 
 
 _PRODUCT_KEY = ["date_key", "product_key"]

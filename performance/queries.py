@@ -22,9 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from performance.aggregates import RETURN_CASE
 from performance.sqlguard import QueryError
-
-_RET = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"
 
 DIALECT_FRAGMENTS = {
     "postgresql": {
@@ -119,7 +118,7 @@ SELECT d.year, d.month,
        COUNT(*) AS lines,
        CAST(SUM(f.quantity) AS BIGINT) AS units,
        ROUND(SUM(f.line_total), 2) AS revenue,
-       ROUND(SUM({_RET.format("f.line_total")}), 2) AS returns
+       ROUND(SUM({RETURN_CASE.format("f.line_total")}), 2) AS returns
 FROM fact_sales f
 JOIN dim_date d ON d.date_key = f.date_key
 GROUP BY d.year, d.month
@@ -147,7 +146,7 @@ SELECT c.country,
        COUNT(DISTINCT f.invoice_no) AS invoices,
        CAST(SUM(f.quantity) AS BIGINT) AS units,
        ROUND(SUM(f.line_total), 2) AS revenue,
-       ROUND(SUM({_RET.format("f.line_total")}), 2) AS returns
+       ROUND(SUM({RETURN_CASE.format("f.line_total")}), 2) AS returns
 FROM fact_sales f
 JOIN dim_customers c ON c.customer_key = f.customer_key
 GROUP BY c.country
@@ -197,9 +196,9 @@ LIMIT :limit""",
 SELECT p.stock_code, p.description, s.units_sold, s.units_returned, s.return_lines,
        CASE WHEN s.units_sold > 0 THEN ROUND(1.0 * s.units_returned / s.units_sold, 4) END AS return_rate
 FROM (SELECT f.product_key,
-             CAST(SUM(f.quantity) - SUM({_RET.format("f.quantity")}) AS BIGINT) AS units_sold,
-             CAST(-SUM({_RET.format("f.quantity")}) AS BIGINT) AS units_returned,
-             CAST(SUM({_RET.format("1")}) AS BIGINT) AS return_lines
+             CAST(SUM(f.quantity) - SUM({RETURN_CASE.format("f.quantity")}) AS BIGINT) AS units_sold,
+             CAST(-SUM({RETURN_CASE.format("f.quantity")}) AS BIGINT) AS units_returned,
+             CAST(SUM({RETURN_CASE.format("1")}) AS BIGINT) AS return_lines
       FROM fact_sales f GROUP BY f.product_key) s
 JOIN dim_products p ON p.product_key = s.product_key
 WHERE p.is_merchandise AND s.units_returned > 0
