@@ -127,9 +127,7 @@ class Daemon:
     @contextmanager
     def _signals(self) -> Iterator[None]:
         """Install the handlers, and a wake-up pipe so a signal ends a sleep at once."""
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        previous_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        previous_fd = self._open_wake_pipe()
         previous = {signum: signal.signal(signum, self._on_signal) for signum in _SIGNALS}
         try:
             yield
@@ -139,6 +137,13 @@ class Daemon:
             signal.set_wakeup_fd(previous_fd)
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _open_wake_pipe(self) -> int:
+        """A pipe the signal machinery writes to on every signal, so `_nap` wakes at once;
+        returns the previous wake-up fd."""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        return signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -159,10 +164,14 @@ class Daemon:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (wake_on_reload and self.reload_requested):
                 return True
-            ready, _, _ = select.select([self._wake_r], [], [], remaining)
-            if ready:
-                os.read(self._wake_r, 512)
+            self._nap(remaining)
         return False
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep up to `seconds`; a signal (through the wake-up pipe) ends it at once."""
+        ready, _, _ = select.select([self._wake_r], [], [], seconds)
+        if ready:
+            os.read(self._wake_r, 512)
 
     # --- job definitions ---------------------------------------------------------------------
 
@@ -231,7 +240,7 @@ class Daemon:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     break
-                self._sleep_for_child(0.2)
+                self._nap(0.2)
         finally:
             self.child_pid = None
         code = os.waitstatus_to_exitcode(status)
@@ -241,20 +250,13 @@ class Daemon:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             log.error("job '%s' ended its process abnormally (%s); the daemon carries on", job.name, how)
 
-    def _sleep_for_child(self, seconds: float) -> None:
-        ready, _, _ = select.select([self._wake_r], [], [], seconds)
-        if ready:
-            os.read(self._wake_r, 512)
-
     def _child_main(self, job: JobDef, trigger: str, parent: int) -> int:
         """The job's process: dies with the daemon, obeys only the daemon's signals, runs the job once."""
         try:
             _die_with(parent)
             for signum in _SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
-            self._wake_r, self._wake_w = os.pipe()  # its own wake-up pipe: the daemon's stays the daemon's
-            os.set_blocking(self._wake_w, False)
-            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            self._open_wake_pipe()  # its own: the daemon's pipe stays the daemon's
             signal.signal(signal.SIGUSR1, self._on_child_signal)
             signal.signal(signal.SIGUSR2, self._on_child_signal)
             self.engine.dispose(close=False)  # never share the daemon's pooled connections
