@@ -93,18 +93,20 @@ def main_argv(url: str, *args: str) -> list[str]:
 # warehouses
 
 
-def ensure_pg(real: Path) -> str:
-    admin = create_engine(make_url(PG_URL).set(database="postgres", drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+def ensure_pg(real: Path, url: str = PG_URL) -> str:
+    """Create the database of `url` when missing, load the real file into it once, ANALYZE."""
+    parsed = make_url(url).set(drivername="postgresql+psycopg2")
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": PG_DB}).first():
-            conn.execute(text(f"CREATE DATABASE {PG_DB}"))
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": parsed.database}).first():
+            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
     admin.dispose()
-    ensure_loaded(PG_URL, real)
-    engine = create_engine(make_url(PG_URL).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    ensure_loaded(url, real)
+    engine = create_engine(parsed, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text("ANALYZE"))
     engine.dispose()
-    return PG_URL
+    return url
 
 
 def ensure_sqlite(real: Path) -> str:
@@ -352,10 +354,11 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_docs(block: str) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    start, end = doc.index(MARK_START) + len(MARK_START), doc.index(MARK_END)
-    DOC.write_text(doc[:start] + "\n" + block + "\n" + doc[end:], encoding="utf-8")
+def replace_block(doc_path: Path, marks: tuple[str, str], block: str) -> None:
+    """Put `block` between the two marker comments of a docs page (the benchmarks' results blocks)."""
+    doc = doc_path.read_text(encoding="utf-8")
+    start, end = doc.index(marks[0]) + len(marks[0]), doc.index(marks[1])
+    doc_path.write_text(doc[:start] + "\n" + block + "\n" + doc[end:], encoding="utf-8")
 
 
 def print_summary(results: dict) -> None:
@@ -435,7 +438,7 @@ def main() -> None:
     console.print(block, markup=False, highlight=False)
     console.print(f"results: {out}")
     if args.write_docs:
-        write_docs(block)
+        replace_block(DOC, (MARK_START, MARK_END), block)
         console.print(f"updated {DOC}")
 
 

@@ -37,13 +37,11 @@ from pathlib import Path
 from click.testing import CliRunner
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_queries import ensure_loaded, pct  # noqa: E402
+from bench.bench_queries import ensure_pg, pct, replace_block  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from database.engine import make_engine  # noqa: E402
 from performance.queries import NamedQuery  # noqa: E402
@@ -79,21 +77,6 @@ REPORTS: list[tuple[str, Callable[[QueryService, bool], a.Report]]] = [
 ]  # fmt: skip
 
 console = Console()
-
-
-def ensure_database(url: str, real: Path) -> None:
-    """Create the database when missing, load the real file into it once, ANALYZE."""
-    parsed = make_url(url).set(drivername="postgresql+psycopg2")
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": parsed.database}).first():
-            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
-    ensure_loaded(url, real)
-    engine = create_engine(parsed, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("ANALYZE"))
-    engine.dispose()
 
 
 def as_table(report: a.Report) -> str:
@@ -200,12 +183,6 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_docs(block: str) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    start, end = doc.index(MARK_START) + len(MARK_START), doc.index(MARK_END)
-    DOC.write_text(doc[:start] + "\n" + block + "\n" + doc[end:], encoding="utf-8")
-
-
 def print_summary(results: dict) -> None:
     m = results["measured"]
     t = Table(title=f"report timings, ms (baseline p50 {m['baseline_p50_ms']:.1f} ms)")
@@ -233,7 +210,7 @@ def main() -> None:
     parser.add_argument("--cached-runs", type=int, default=50)
     parser.add_argument("--write-docs", action="store_true", help="write the results block of docs/reports.md")
     args = parser.parse_args()
-    ensure_database(args.url, args.real)
+    ensure_pg(args.real, args.url)
     results = {
         "started": datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} vCPU, Python {platform.python_version()}",
@@ -247,7 +224,7 @@ def main() -> None:
     print_summary(results)
     block = render(results)
     if args.write_docs:
-        write_docs(block)
+        replace_block(DOC, (MARK_START, MARK_END), block)
     console.print(f"results: {out}")
 
 
