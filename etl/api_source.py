@@ -51,12 +51,6 @@ RETRY_STATUSES = (500, 502, 503, 504)
 RECORD_KEYS = ("records", "data", "results", "items")
 NEXT_KEYS = ("next", "next_url")
 TOTAL_KEYS = ("count", "total", "total_count")
-_SECRET_PARAM = re.compile(r"([?&](?:token|access_token|api_key|apikey|key|password|secret|sig|signature)=)[^&#]*", re.IGNORECASE)
-
-
-def mask_http_url(url: str) -> str:
-    """The URL with its password and secret-looking query parameters replaced by ***."""
-    return _SECRET_PARAM.sub(r"\1***", mask_url(url))
 
 
 @dataclass
@@ -73,7 +67,7 @@ class ApiSource:
 
     def __init__(self, url: str, settings: Settings, options) -> None:
         self.url = url
-        self.location = mask_http_url(url)
+        self.location = mask_url(url)
         self.checksum = None
         self.encoding = None
         self._token = _token(options.token_env)
@@ -99,7 +93,7 @@ class ApiSource:
     # --- fetching -----------------------------------------------------------------------------------------
 
     def _fetch(self, url: str, numbered: bool = False) -> _Page | None:
-        shown = mask_http_url(url)
+        shown = mask_url(url)
         try:
             response = self.session.get(url, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
         except requests.RequestException as exc:
@@ -144,7 +138,7 @@ class ApiSource:
         seen = {page.url}
         while page.next_url:
             if page.next_url in seen:
-                raise SourceError(f"{mask_http_url(page.next_url)}: the API's next link points back to a page already read")
+                raise SourceError(f"{mask_url(page.next_url)}: the API's next link points back to a page already read")
             seen.add(page.next_url)
             page = self._fetch(page.next_url)
             yield page
@@ -297,7 +291,7 @@ def _paging_param(url: str) -> tuple[str, int]:
             try:
                 return param, int(query[param] or default)
             except ValueError:
-                raise SourceError(f"{mask_http_url(url)}: the {param} parameter is not a number") from None
+                raise SourceError(f"{mask_url(url)}: the {param} parameter is not a number") from None
     return "page", 1
 
 

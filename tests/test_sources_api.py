@@ -20,6 +20,7 @@ from etl.sources import SourceOptions, open_source
 from tests.conftest import Cli
 from tests.test_cli_etl import ROWS, one, q
 from utils.errors import SourceError
+from utils.urls import mask_url
 
 FIELDS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
 
@@ -266,10 +267,7 @@ def test_response_problems(serve, tmp_path: Path) -> None:
 
 def test_secrets_in_the_url_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(api, "RETRIES", 1)
-    assert (
-        api.mask_http_url("https://u:pw@shop.example/api?key=abc&page=2&token=xyz")
-        == "https://u:***@shop.example/api?key=***&page=2&token=***"
-    )
+    assert mask_url("https://u:pw@shop.example/api?key=abc&page=2&token=xyz") == "https://u:***@shop.example/api?key=***&page=2&token=***"
     with pytest.raises(SourceError) as err:
         open_source("http://u:pw@127.0.0.1:1/sales?api_key=s3", Settings())
     assert str(err.value).startswith("http://u:***@127.0.0.1:1/sales?api_key=***: no answer after 1 retries (")
