@@ -418,13 +418,26 @@ def derive_inputs(real: Path, folder: Path, step: int = 20, seed: int = 8) -> De
 
 def record(section: str, key: str, payload: object) -> None:
     """Add a result to the JSON report named by RDP_RELIABILITY_REPORT (when set)."""
-    if not REPORT_PATH:
+    record_all(section, {key: payload})
+
+
+def record_all(section: str, results: dict[str, object]) -> None:
+    """Add several results of one section to the JSON report (one read and one write of it)."""
+    if not REPORT_PATH or not results:
         return
     path = Path(REPORT_PATH)
     data = json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
-    data.setdefault(section, {})[key] = payload
+    data.setdefault(section, {}).update(results)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def publish(section: str, title: str, rows: list[dict], columns: list[str]) -> None:
+    """Print a module's result rows as a table and add them to the JSON report, each keyed by
+    its first two columns (back end / case)."""
+    if rows:
+        print(f"\n{title}\n" + render(rows, columns))
+        record_all(section, {f"{row[columns[0]]}/{row[columns[1]]}": row for row in rows})
 
 
 def render(rows: list[dict], columns: list[str]) -> str:

@@ -31,9 +31,8 @@ from tests.reliability.helpers import (
     ledger,
     line_integrity,
     logical_state,
+    publish,
     query,
-    record,
-    render,
     wait_for,
 )
 
@@ -68,10 +67,7 @@ def slices(tmp_path_factory: pytest.TempPathFactory) -> Slices:
 @pytest.fixture(scope="module", autouse=True)
 def _report() -> Iterator[None]:
     yield
-    if RESULTS:
-        print("\nConcurrency\n" + render(RESULTS, ["backend", "case", "order", "waited", "duplicates", "ledger", "end state"]))
-        for row in RESULTS:
-            record("concurrency", f"{row['backend']}/{row['case']}", row)
+    publish("concurrency", "Concurrency", RESULTS, ["backend", "case", "order", "waited", "duplicates", "ledger", "end state"])
 
 
 @pytest.fixture

@@ -46,8 +46,7 @@ from tests.reliability.helpers import (
     connected,
     ledger,
     line_integrity,
-    record,
-    render,
+    publish,
     schema_of,
     settle,
     terminate,
@@ -77,10 +76,7 @@ def extracts(tmp_path_factory: pytest.TempPathFactory) -> Extracts:
 @pytest.fixture(scope="module", autouse=True)
 def _report() -> Iterator[None]:
     yield
-    if RESULTS:
-        print("\nDatabase faults\n" + render(RESULTS, ["backend", "fault", "exit", "error", "unchanged", "ledger", "rerun"]))
-        for row in RESULTS:
-            record("db_faults", f"{row['backend']}/{row['fault']}", row)
+    publish("db_faults", "Database faults", RESULTS, ["backend", "fault", "exit", "error", "unchanged", "ledger", "rerun"])
 
 
 def checksums(url: str) -> dict[str, str]:
