@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import shutil
 import sqlite3
 import threading
@@ -28,6 +29,8 @@ from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
+
+import orjson
 
 from performance.settings import CacheSettings
 from utils.errors import PlatformError
@@ -363,9 +366,9 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int"
+        return "int" if -(2**63) <= value < 2**64 else "bigint"  # JSON readers turn longer integers into floats
     if isinstance(value, float):
-        return "float"
+        return "float" if math.isfinite(value) else "nonfinite"  # NaN and infinities are not JSON
     if isinstance(value, str):
         return "str"
     if isinstance(value, Decimal):
@@ -384,7 +387,9 @@ def _kind(value: Any) -> str:
 _ENCODE = {
     "bool": None,
     "int": None,
+    "bigint": str,
     "float": None,
+    "nonfinite": repr,
     "str": str,
     "decimal": str,
     "datetime": datetime.isoformat,
@@ -395,7 +400,9 @@ _ENCODE = {
 _DECODE = {
     "bool": None,
     "int": None,
+    "bigint": int,
     "float": None,
+    "nonfinite": float,
     "str": None,
     "decimal": Decimal,
     "datetime": datetime.fromisoformat,
@@ -420,7 +427,7 @@ def encode_result(columns: list[str], rows: list[tuple]) -> bytes:
             coded = [None if v is None else fn(v) for v in column]
         kinds.append(kind)
         values.append(coded)
-    return json.dumps({"c": columns, "k": kinds, "v": values, "n": len(rows)}, separators=(",", ":")).encode()
+    return orjson.dumps({"c": columns, "k": kinds, "v": values, "n": len(rows)})
 
 
 def _tagged(value: Any) -> list:
@@ -436,7 +443,7 @@ def _untag(value: list) -> Any:
 
 def decode_result(blob: bytes) -> tuple[list[str], list[tuple]]:
     """The answer `encode_result` stored."""
-    data = json.loads(blob)
+    data = orjson.loads(blob)
     columns = []
     for kind, column in zip(data["k"], data["v"], strict=True):
         fn = _untag if kind == "mixed" else _DECODE[kind]

@@ -4,6 +4,7 @@ TTL, statistics persisted in the store, private files, and answers without it wh
 from __future__ import annotations
 
 import json
+import math
 import stat
 import time
 from datetime import date, datetime
@@ -118,6 +119,14 @@ def test_answers_keep_their_types() -> None:
     columns = ["i", "s", "d", "day", "ts", "mixed", "b", "raw"]
     assert decode_result(encode_result(columns, rows)) == (columns, rows)
     assert decode_result(encode_result(["x"], [])) == (["x"], [])
+
+
+def test_answers_keep_integers_beyond_64_bits_and_non_finite_floats() -> None:
+    rows = [(2**70, float("inf"), -(2**63)), (1, -float("inf"), 2**64 - 1), (None, float("nan"), 0)]
+    _, decoded = decode_result(encode_result(["big", "f", "edge"], rows))
+    assert [r[0] for r in decoded] == [2**70, 1, None] and isinstance(decoded[0][0], int)
+    assert decoded[0][1] == float("inf") and decoded[1][1] == -float("inf") and math.isnan(decoded[2][1])
+    assert [r[2] for r in decoded] == [-(2**63), 2**64 - 1, 0]
 
 
 def test_query_answers_when_the_cache_is_down(
