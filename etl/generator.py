@@ -21,12 +21,19 @@ How it stays fast, small and deterministic:
 
 from __future__ import annotations
 
+import functools
+import glob
 import gzip
+import hashlib
+import itertools
+import json
 import logging
 import math
 import os
+import re
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -229,6 +236,8 @@ class GenerateResult:
     customers: int  # distinct non-empty CustomerIDs written
     duplicates: int  # rows that repeat an earlier row in all eight fields
     seconds: float
+    files: int = 1  # CSV files written (a folder holds one per day or per store)
+    bytes: int = 0  # bytes of the CSV files (as written: compressed for .gz)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1132,30 +1141,59 @@ class _Renderer:
         return invoice, stamp, tail
 
     def lines(self, batch: _Batch, rows: _Rows) -> Iterator[pa.Buffer]:
-        invoice, stamp, tail = self.invoice_fields(batch, rows)
+        """The batch's lines as CSV bytes, in file order."""
+        fields = self.invoice_fields(batch, rows)
         total = len(rows.inv_index)
         for lo in range(0, total, _RENDER_SLICE):
+            yield _string_bytes(self._join(fields, rows, slice(lo, min(total, lo + _RENDER_SLICE))))
+
+    def runs(self, batch: _Batch, rows: _Rows, group: np.ndarray) -> Iterator[tuple[int, pa.Buffer, int]]:
+        """(group, CSV bytes, row count) pieces of the batch: each group's lines in file order.
+
+        `group` is a per-row file key; rows are stably sorted by it (a no-op when the keys
+        already ascend, as days do), so a group's lines keep their order in the single file.
+        """
+        fields = self.invoice_fields(batch, rows)
+        total = len(group)
+        order = None if bool((group[1:] >= group[:-1]).all()) else np.argsort(group, kind="stable")
+        for lo in range(0, total, _RENDER_SLICE):
             sl = slice(lo, min(total, lo + _RENDER_SLICE))
-            ii = rows.inv_index[sl]
-            ln = rows.lines
-            prices, back = np.unique(ln.mills[sl], return_inverse=True)
-            joined = pc.binary_join_element_wise(
-                invoice.take(ii),
-                self.codes.take(ln.product[sl]),
-                self.texts.take(ln.text[sl]),
-                pc.cast(pa.array(ln.qty[sl]), pa.string()),
-                stamp.take(ii),
-                pa.array(_format_mills(prices)).take(back),
-                tail.take(ii),
-                ",",
-            )
-            yield _string_bytes(joined)
+            idx = sl if order is None else order[sl]
+            keys = group[idx]
+            bounds = np.concatenate([[0], np.flatnonzero(keys[1:] != keys[:-1]) + 1, [len(keys)]])
+            pieces = _string_pieces(self._join(fields, rows, idx), bounds)
+            for (a, b), piece in zip(itertools.pairwise(bounds.tolist()), pieces, strict=True):
+                yield int(keys[a]), piece, b - a
+
+    def _join(self, fields: tuple[pa.Array, pa.Array, pa.Array], rows: _Rows, idx: slice | np.ndarray) -> pa.Array:
+        """One CSV line per selected row (a slice, or row positions in the order wanted)."""
+        invoice, stamp, tail = fields
+        ii = rows.inv_index[idx]
+        ln = rows.lines
+        prices, back = np.unique(ln.mills[idx], return_inverse=True)
+        return pc.binary_join_element_wise(
+            invoice.take(ii),
+            self.codes.take(ln.product[idx]),
+            self.texts.take(ln.text[idx]),
+            pc.cast(pa.array(ln.qty[idx]), pa.string()),
+            stamp.take(ii),
+            pa.array(_format_mills(prices)).take(back),
+            tail.take(ii),
+            ",",
+        )
 
 
 def _string_bytes(arr: pa.Array) -> pa.Buffer:
     """The characters of a (null-free) string array, back to back."""
+    return _string_pieces(arr, np.array([0, len(arr)]))[0]
+
+
+def _string_pieces(arr: pa.Array, bounds: np.ndarray) -> list[pa.Buffer]:
+    """The characters of strings bounds[i]..bounds[i+1] of a (null-free) string array, per i."""
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    at = offsets[bounds].tolist()
+    data = arr.buffers()[2]
+    return [data.slice(a, b - a) for a, b in itertools.pairwise(at)]
 
 
 def _count_repeats(rows: _Rows) -> int:
@@ -1185,6 +1223,35 @@ def _validate(rows: int, days: int, batch_rows: int) -> None:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
 
 
+def _batches(model: _Model, batch_rows: int) -> Iterator[tuple[_Batch, _Rows]]:
+    """All rows of the extract, a batch of whole invoices at a time, in file order."""
+    targets = _adjust_targets(model.rows)
+    state = _State(known=model.customers.known)
+    while state.next_row < model.rows:
+        batch = _plan(model, state, batch_rows, targets)
+        rows = _derive(model, state, batch)
+        yield batch, rows
+        _advance(state, batch, rows.cust)
+
+
+@dataclass
+class _Tally:
+    """Counts over the batches written so far (customers seen: one flag per customer)."""
+
+    seen: np.ndarray
+    invoices: int = 0
+    repeats: int = 0
+
+    def add(self, batch: _Batch, rows: _Rows) -> None:
+        self.invoices += len(batch.keys)
+        self.repeats += _count_repeats(rows)
+        self.seen[rows.cust[rows.cust >= 0]] = True
+
+    def result(self, path: Path, rows: int, began: float, files: int, size: int) -> GenerateResult:
+        seconds = time.perf_counter() - began
+        return GenerateResult(path, rows, self.invoices, int(self.seen.sum()), self.repeats, seconds, files, size)
+
+
 def generate_sales(
     output: Path,
     rows: int,
@@ -1197,42 +1264,269 @@ def generate_sales(
 
     CSV (gzip when the name ends in ``.gz``), header first, lines in time order, dates from
     `start` over `days` days. The same arguments give the same bytes. Raises ValueError for
-    a negative row count or a non-positive `days` / `batch_rows`.
+    a negative row count, a non-positive `days` / `batch_rows`, or an `output` that is a folder.
     """
     _validate(rows, days, batch_rows)
-    began = time.perf_counter()
     output = Path(output)
+    if output.is_dir():
+        raise ValueError("it is a folder; name a file, or pass --split day|store to write a folder")
+    began = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
     model = _Model(seed, start, days, rows)
     renderer = _Renderer(model)
-    targets = _adjust_targets(rows)
-    state = _State(known=model.customers.known)
-    seen = np.zeros(len(model.customers.ids), dtype=bool)
-    repeats = 0
+    tally = _Tally(np.zeros(len(model.customers.ids), dtype=bool))
     partial = output.with_name(output.name + ".part")
     try:
         with _open_sink(partial, output.name.endswith(".gz")) as sink:
             sink.write((",".join(SOURCE_COLUMNS) + "\n").encode())
-            while state.next_row < rows:
-                batch = _plan(model, state, batch_rows, targets)
-                lines = _derive(model, state, batch)
+            for batch, lines in _batches(model, batch_rows):
                 for chunk in renderer.lines(batch, lines):
                     sink.write(chunk)
-                repeats += _count_repeats(lines)
-                seen[lines.cust[lines.cust >= 0]] = True
-                _advance(state, batch, lines.cust)
+                tally.add(batch, lines)
         os.replace(partial, output)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    seconds = time.perf_counter() - began
-    result = GenerateResult(output, rows, state.next_invoice, int(seen.sum()), repeats, seconds)
+    result = tally.result(output, rows, began, 1, output.stat().st_size)
     logger.info(
         "generated %d rows, %d invoices, %d customers in %.1fs to %s",
         rows,
         result.invoices,
         result.customers,
-        seconds,
+        result.seconds,
         output,
     )
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder mode: the same rows, one CSV per trading day or per store.
+
+SPLITS = ("day", "store")
+MANIFEST_NAME = "_manifest.json"  # not an extract suffix: `etl --source DIR` leaves it alone
+_GENERATED = re.compile(r"sales-[^/]*\.csv")  # names a generated folder may hold (plus the manifest)
+
+
+def _day_keys(model: _Model, batch: _Batch, rows: _Rows) -> np.ndarray:
+    """Per row: the day since `start` (rows arrive in time order, so days ascend)."""
+    return (rows.minute // 1440)[rows.inv_index]
+
+
+def _store_keys(model: _Model, batch: _Batch, rows: _Rows, stores: int) -> np.ndarray:
+    """Per row: store 1..stores, from the CustomerID when there is one, else the invoice number.
+
+    A customer always buys at the same store, so a refund lands where its order did; sales
+    without a customer, write-offs and adjustments go round the stores by invoice number.
+    """
+    number = np.where(rows.cust >= 0, model.customers.ids[np.maximum(rows.cust, 0)], batch.keys.astype(np.int64) + FIRST_INVOICE)
+    return (1 + number % stores)[rows.inv_index]
+
+
+@dataclass
+class _OpenFile:
+    name: str
+    handle: BinaryIO
+    digest: hashlib._Hash
+    rows: int = 0
+    bytes: int = 0
+
+
+class _FolderWriter:
+    """One CSV per file key under `folder`, each with the header; at most `max_open` open.
+
+    A file is closed when `max_open` others are open and a new key
+    arrives; a key never comes back after its file was closed (days arrive in order, every
+    store stays open), which is checked.
+    """
+
+    def __init__(self, folder: Path, name_of: Callable[[int], str], max_open: int) -> None:
+        self.folder, self.name_of, self.max_open = folder, name_of, max_open
+        self.header = (",".join(SOURCE_COLUMNS) + "\n").encode()
+        self.open: dict[int, _OpenFile] = {}
+        self.closed: set[int] = set()
+        self.done: list[dict] = []
+
+    def write(self, key: int, data: pa.Buffer, rows: int) -> None:
+        part = self.open.get(key) or self._start(key)
+        part.handle.write(data)
+        part.digest.update(data)
+        part.rows += rows
+        part.bytes += data.size
+
+    def _start(self, key: int) -> _OpenFile:
+        if key in self.closed:
+            raise RuntimeError(f"rows for {self.name_of(key)} arrived after the file was closed")
+        if len(self.open) >= self.max_open:
+            self._finish(next(iter(self.open)))
+        name = self.name_of(key)
+        handle = open(self.folder / name, "wb", buffering=1 << 16)  # noqa: SIM115 - closed by _finish or abandon
+        part = _OpenFile(name, handle, hashlib.sha256(self.header))
+        part.handle.write(self.header)
+        part.bytes = len(self.header)
+        self.open[key] = part
+        return part
+
+    def _finish(self, key: int) -> None:
+        part = self.open.pop(key)
+        part.handle.close()
+        self.closed.add(key)
+        self.done.append({"name": part.name, "rows": part.rows, "bytes": part.bytes, "sha256": part.digest.hexdigest()})
+
+    def finish(self) -> list[dict]:
+        """Close every file and wait until all are on disk; the files written, in name order.
+
+        Syncing once at the end, not as each file closes, lets the kernel write early files
+        in the background while later ones are generated (per-file syncs cost ~70 % more time).
+        """
+        for key in list(self.open):
+            self._finish(key)
+        for part in self.done:
+            _fsync_path(self.folder / part["name"])
+        return sorted(self.done, key=lambda f: f["name"])
+
+    def abandon(self) -> None:
+        for part in self.open.values():
+            part.handle.close()
+        self.open.clear()
+
+
+def _check_folder(folder: Path, rows: int, overwrite: bool) -> None:
+    """Refuse before writing anything: no rows, a file in the way, a folder not ours to replace."""
+    if rows < 1:
+        raise ValueError(f"a folder needs at least 1 row, got {rows}")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError("it is a file, not a folder; name a new or empty folder (or drop --split to write one file)")
+    if not folder.is_dir():
+        return
+    entries = sorted(folder.iterdir())
+    if entries and not overwrite:
+        raise ValueError("the folder is not empty; pass --overwrite to replace it, or name a new or empty folder")
+    foreign = [e.name for e in entries if not (e.is_file() and (e.name == MANIFEST_NAME or _GENERATED.fullmatch(e.name)))]
+    if foreign:
+        raise ValueError(f"the folder holds {foreign[0]!r}, which data generate did not write; --overwrite only replaces generated folders")
+
+
+def _publish(staging: Path, folder: Path) -> None:
+    """Put the finished folder in place: a reader sees the old folder, or the new one whole."""
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}") if folder.exists() else None
+    if old is not None:
+        os.replace(folder, old)
+    try:
+        os.replace(staging, folder)
+    except BaseException:
+        if old is not None:
+            os.replace(old, folder)
+        raise
+    _fsync_path(folder.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_path(path: Path) -> None:
+    """Wait until a file's (or a folder's entries') bytes are on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sweep_leftovers(folder: Path) -> None:
+    """Remove the staging (or replaced) folders of earlier runs to `folder` that were killed."""
+    for path in folder.parent.glob(f"{glob.escape(folder.name)}.*-*"):
+        kind, _, pid = path.name[len(folder.name) + 1 :].partition("-")
+        if kind in ("partial", "old") and pid.isdigit() and path.is_dir() and not _running(int(pid)):
+            logger.warning("removing %s, left by a generator run that was killed", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _layout(split: str, stores: int, start: date) -> tuple[Callable, Callable[[int], str], int]:
+    """How rows map to files: per-row file keys of a batch, a key's file name, files open at once."""
+    if split == "day":
+        return _day_keys, lambda key: f"sales-{start + timedelta(days=key):%Y-%m-%d}.csv", 1
+    width = max(2, len(str(stores)))
+    return functools.partial(_store_keys, stores=stores), lambda key: f"sales-store-{key:0{width}d}.csv", stores
+
+
+def generate_folder(
+    output: Path,
+    rows: int,
+    seed: int = 42,
+    split: str = "day",
+    stores: int = 10,
+    start: date = date(2010, 12, 1),
+    days: int = 374,
+    batch_rows: int = 50_000,
+    overwrite: bool = False,
+) -> GenerateResult:
+    """Write the rows `generate_sales` would write as a folder of CSVs, one per day or per store.
+
+    Same arguments, same rows: each file holds its day's (or store's) lines of the single
+    file, in the same order, after the header. Days are ``sales-YYYY-MM-DD.csv`` (days without
+    trade get no file), stores ``sales-store-NN.csv`` (see `_store_keys`). The folder is built
+    under ``OUTPUT.partial-PID`` beside `output` and renamed into place when complete, with
+    ``_manifest.json`` (files, row counts, bytes, SHA-256) written last; a run that fails
+    leaves `output` as it was. With `overwrite`, an existing folder is replaced only if it
+    holds nothing but generated files. Raises ValueError for bad arguments or targets.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if stores < 1:
+        raise ValueError(f"stores must be at least 1, got {stores}")
+    _validate(rows, days, batch_rows)
+    folder = Path(output).absolute()
+    _check_folder(folder, rows, overwrite)
+    began = time.perf_counter()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(folder)
+    staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    staging.mkdir()
+    keys_of, name_of, max_open = _layout(split, stores, start)
+    writer = _FolderWriter(staging, name_of, max_open)
+    try:
+        tally = _write_runs(_Model(seed, start, days, rows), batch_rows, keys_of, writer)
+        files = writer.finish()
+        about = {"rows": rows, "seed": seed, "split": split, "stores": stores if split == "store" else None}
+        size = _write_manifest(staging, {**about, "start": start.isoformat(), "days": days}, files)
+        _publish(staging, folder)
+    except BaseException:
+        writer.abandon()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result = tally.result(Path(output), rows, began, len(files), size)
+    logger.info("generated %d rows in %d files (%s) in %.1fs to %s", rows, len(files), split, result.seconds, output)
+    return result
+
+
+def _write_runs(model: _Model, batch_rows: int, keys_of: Callable, writer: _FolderWriter) -> _Tally:
+    renderer = _Renderer(model)
+    tally = _Tally(np.zeros(len(model.customers.ids), dtype=bool))
+    for batch, lines in _batches(model, batch_rows):
+        for key, piece, count in renderer.runs(batch, lines, keys_of(model, batch, lines)):
+            writer.write(key, piece, count)
+        tally.add(batch, lines)
+    return tally
+
+
+def _write_manifest(folder: Path, about: dict, files: list[dict]) -> int:
+    """`_manifest.json`: how the folder was made and each file's rows, bytes and SHA-256.
+
+    Returns the bytes of the CSV files.
+    """
+    size = sum(f["bytes"] for f in files)
+    manifest = {"generator": "retail-data-platform data generate", **about, "file_count": len(files), "bytes": size, "files": files}
+    path = folder / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _fsync_path(path)
+    _fsync_path(folder)
+    return size
