@@ -1390,10 +1390,8 @@ class _FolderWriter:
         self.open.clear()
 
 
-def _check_folder(folder: Path, rows: int, overwrite: bool) -> None:
-    """Refuse before writing anything: no rows, a file in the way, a folder not ours to replace."""
-    if rows < 1:
-        raise ValueError(f"a folder needs at least 1 row, got {rows}")
+def _check_folder(folder: Path, overwrite: bool) -> None:
+    """Refuse before writing anything: a file in the way, a folder not ours to replace."""
     if folder.exists() and not folder.is_dir():
         raise ValueError("it is a file, not a folder; name a new or empty folder (or drop --split to write one file)")
     if not folder.is_dir():
@@ -1483,9 +1481,11 @@ def generate_folder(
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if stores < 1:
         raise ValueError(f"stores must be at least 1, got {stores}")
+    if rows < 1:
+        raise ValueError(f"a folder needs at least 1 row, got {rows}")
     _validate(rows, days, batch_rows)
     folder = Path(output).absolute()
-    _check_folder(folder, rows, overwrite)
+    _check_folder(folder, overwrite)
     began = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(folder)

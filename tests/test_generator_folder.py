@@ -197,7 +197,7 @@ def _bad_targets(area: Path) -> dict[str, Path]:
         ),
         ("afile", [], "it is a file, not a folder; name a new or empty folder (or drop --split to write one file)"),
         ("new", ["--rows", "0"], "a folder needs at least 1 row, got 0"),
-        ("new", ["--rows", "-3"], "rows must be 0 or more, got -3"),
+        ("new", ["--rows", "-3"], "a folder needs at least 1 row, got -3"),
     ],
 )
 def test_cli_bad_input_is_one_error_line_and_writes_nothing(tmp_path: Path, target: str, extra: list[str], message: str) -> None:
@@ -211,10 +211,21 @@ def test_cli_bad_input_is_one_error_line_and_writes_nothing(tmp_path: Path, targ
     assert sorted(str(p.relative_to(area)) for p in area.rglob("*")) == before
 
 
-def test_cli_single_file_onto_a_folder_is_refused(tmp_path: Path) -> None:
-    result = Cli(None)("data", "generate", "--rows", "10", "--output", str(tmp_path))
+@pytest.mark.parametrize(
+    ("rows", "target", "message"),
+    [
+        ("10", "", "it is a folder; name a file, or pass --split day|store to write a folder"),
+        ("-3", "x.csv", "rows must be 0 or more, got -3"),
+    ],
+)
+def test_cli_single_file_bad_input(tmp_path: Path, rows: str, target: str, message: str) -> None:
+    area = tmp_path / "area"
+    area.mkdir()
+    output = area / target if target else area
+    result = Cli(None)("data", "generate", "--rows", rows, "--output", str(output))
     assert result.exit_code == 1
-    assert result.stderr == f"Error: cannot generate {tmp_path}: it is a folder; name a file, or pass --split day|store to write a folder\n"
+    assert result.stderr == f"Error: cannot generate {output}: {message}\n"
+    assert list(area.iterdir()) == []
 
 
 def test_cli_stores_without_store_split_is_a_usage_error(tmp_path: Path) -> None:
