@@ -52,6 +52,31 @@ class DatabaseSettings(_Section):
     sqlite_busy_timeout_s: float = Field(30.0, ge=0, description="seconds SQLite waits on a locked database file")
 
 
+_DISTRIBUTION_REFUSED = {
+    "customer_key": "loads and rollbacks UPDATE fact_sales.customer_key (the SCD2 re-point) and Citus cannot change a "
+    "distribution column; agg_daily_product has no customer_key to be co-located by",
+    "product_key": "the exactly-once key (date_key, line_id) and the daily aggregates' keys do not contain it",
+}
+
+
+class WarehouseSettings(_Section):
+    distributed: Literal["none", "citus"] = Field(
+        "none",
+        description="none: one PostgreSQL (or SQLite) database; citus: `setup` makes the dimensions reference tables and "
+        "distributes fact_sales (docs/citus.md)",
+    )
+    distribution_column: Literal["date_key"] = Field(
+        "date_key", description="column fact_sales and its daily aggregates are distributed by on Citus (only date_key: docs/citus.md)"
+    )
+
+    @field_validator("distribution_column", mode="before")
+    @classmethod
+    def _distributable(cls, value: Any) -> Any:
+        if value in _DISTRIBUTION_REFUSED:
+            raise ValueError(f"fact_sales cannot be distributed by {value}: {_DISTRIBUTION_REFUSED[value]}; use date_key")
+        return value
+
+
 class EtlSettings(_Section):
     chunk_size: int = Field(50_000, ge=100, le=5_000_000, description="rows read and cleaned per chunk (memory grows with it)")
     encoding: Literal["auto", "utf-8", "cp1252", "latin-1"] = Field(
@@ -199,6 +224,7 @@ class LoggingSettings(_Section):
 
 class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     etl: EtlSettings = Field(default_factory=EtlSettings)
     sources: dict[str, SourceLayout] = Field(default_factory=dict, description="named source layouts for `etl --layout NAME`")
     rules: RuleSettings = Field(default_factory=RuleSettings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from database.citus import render
 from database.schema import check_health, setup_schema
 from utils.render import emit, table
 from utils.urls import mask_url
@@ -11,10 +12,19 @@ from utils.urls import mask_url
 
 @click.command("setup")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--print-ddl",
+    is_flag=True,
+    help="Print the Citus statements setup runs with warehouse.distributed: citus, for review; connects to nothing, applies nothing.",
+)
 @click.pass_obj
-def setup_command(app, fmt: str) -> None:
-    """Create the warehouse schema (safe to run again on an existing warehouse)."""
-    result = setup_schema(app.engine)
+def setup_command(app, fmt: str, print_ddl: bool) -> None:
+    """Create the warehouse schema (safe to run again on an existing warehouse); with
+    warehouse.distributed: citus, also make its tables reference and distributed tables."""
+    if print_ddl:
+        click.echo(render(app.settings.warehouse), nl=False)
+        return
+    result = setup_schema(app.engine, app.settings.warehouse)
     url = mask_url(app.engine.url.render_as_string(hide_password=False))
     rows = [{"table": t, "status": "created"} for t in result.created_tables] + [
         {"table": t, "status": "already there"} for t in result.existing_tables
@@ -25,7 +35,11 @@ def setup_command(app, fmt: str) -> None:
         "existing": result.existing_tables,
         "unknown_customer_created": result.unknown_customer_created,
     }
-    emit(data, fmt, table(rows, title=f"Schema of {url}"))
+    title = f"Schema of {url}"
+    if result.citus_statements is not None:
+        data["citus_statements"] = result.citus_statements
+        title += f" (Citus: {len(result.citus_statements)} tables distributed or made reference tables)"
+    emit(data, fmt, table(rows, title=title))
 
 
 @click.command("test")

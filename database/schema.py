@@ -9,6 +9,8 @@ from datetime import datetime
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from config.settings import WarehouseSettings
+from database.citus import distribute, require_citus
 from database.errors import describe
 from database.models import UNKNOWN_CUSTOMER_KEY, Base, DimCustomer
 from database.partitions import create_partitioned_fact
@@ -24,6 +26,7 @@ class SetupResult:
     created_tables: list[str]
     existing_tables: list[str]
     unknown_customer_created: bool
+    citus_statements: list[str] | None = None  # run by a set-up with warehouse.distributed: citus
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,14 @@ def missing_tables(engine: Engine) -> list[str]:
     return [t for t in Base.metadata.tables if t not in existing]
 
 
-def setup_schema(engine: Engine) -> SetupResult:
-    """Create every missing table and the unknown-customer row; safe to run again."""
+def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> SetupResult:
+    """Create every missing table and the unknown-customer row; safe to run again. With
+    `warehouse.distributed: citus`, first check that the server has Citus (nothing is written when
+    it has not), then make the tables Citus tables in the same transaction (database/citus.py)."""
+    citus = warehouse is not None and warehouse.distributed == "citus"
     try:
+        if citus:
+            require_citus(engine)
         missing = missing_tables(engine)
         with engine.begin() as conn:
             load_all_models()
@@ -67,6 +75,7 @@ def setup_schema(engine: Engine) -> SetupResult:
                 create_partitioned_fact(conn)
             Base.metadata.create_all(conn, checkfirst=True)
             _create_missing_indexes(conn, missing)
+            distributed = distribute(conn, warehouse) if citus else None
             _backfill_aggregates(conn, missing)
             exists = conn.execute(select(DimCustomer.customer_key).where(DimCustomer.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
             if exists is None:
@@ -83,7 +92,7 @@ def setup_schema(engine: Engine) -> SetupResult:
     except SQLAlchemyError as exc:
         raise describe(engine, exc) from None
     existing = [t for t in Base.metadata.tables if t not in missing]
-    return SetupResult(missing, existing, exists is None)
+    return SetupResult(missing, existing, exists is None, distributed)
 
 
 def _create_missing_indexes(conn, missing: list[str]) -> None:
