@@ -78,13 +78,14 @@ def _driver_chain_to_log() -> Iterator[None]:
         sys.excepthook = previous
 
 
-def insert_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:
-    """executemany INSERT of `frame` into `table` (SQLite). Returns rows inserted."""
+def insert_frame(conn: Connection, table: str, frame: pd.DataFrame, suffix: str = "") -> int:
+    """executemany INSERT of `frame` into `table` (SQLite), with an optional `suffix` such as an
+    ON CONFLICT clause. Returns rows inserted."""
     if frame.empty:
         return 0
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     marks = ", ".join("?" for _ in frame.columns)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({marks}) {suffix}".rstrip()
     with _driver_cursor(conn, sql) as cursor:
         cursor.executemany(sql, _rows(_arrow(frame)))
     return len(frame)

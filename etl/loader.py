@@ -140,7 +140,7 @@ class WarehouseLoader:
         self.partitions: set[str] | None = None
         self.touched_dates: set[int] = set()
         self.preexisting_dates = np.empty(0, dtype=np.int64)  # dim_date keys before the run (dates with facts), sorted
-        self.aggregates = RunAggregates()
+        self.aggregates = RunAggregates()  # made again in prepare(), which knows the dates held before the run
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -163,6 +163,7 @@ class WarehouseLoader:
             self.product_keys = dict(self.conn.execute(text("SELECT stock_code, product_key FROM dim_products")).all())
             self.date_keys = {k for (k,) in self.conn.execute(text("SELECT date_key FROM dim_date"))}
             self.preexisting_dates = np.array(sorted(self.date_keys), dtype=np.int64)
+            self.aggregates = RunAggregates(self.preexisting_dates)
             self._refresh_versions()
             self.quarantine_ids = np.sort(
                 np.fromiter((k for (k,) in self.conn.execute(text("SELECT line_id FROM etl_quarantine"))), dtype=np.int64)
@@ -191,7 +192,7 @@ class WarehouseLoader:
             facts = self._with_keys(fresh)
         self.touched_dates.update(facts["date_key"].unique().tolist())
         with self.timed("aggregates"):
-            self.aggregates.add(facts)
+            self.aggregates.add(self.conn, facts)
         with self.timed("partitions"):
             self._ensure_partitions(facts)
         with self.timed("fact_sales"):
@@ -212,8 +213,8 @@ class WarehouseLoader:
                 moved_dates = {d for (d,) in moved}
         with self.timed("aggregates"):
             recompute = set(np.intersect1d(list(self.touched_dates), self.preexisting_dates).tolist()) | moved_dates
-            written = self.aggregates.write(self.conn, recompute)
-            refresh_aggregates(self.conn, recompute, months={d // 100 for d in written})
+            self.aggregates.flush(self.conn)
+            refresh_aggregates(self.conn, recompute, months={d // 100 for d in self.aggregates.dates_written})
         with self.timed("dim_products"):
             row = self.conn.execute(
                 text(

@@ -3,9 +3,10 @@ orders, returns and adjustments by customer version, and monthly sales by produc
 are the base of `report`).
 
 They answer the standard analytics queries and the reports without scanning the fact. A load
-aggregates its new facts in memory chunk by chunk (`RunAggregates`) and writes the rows of dates
-that had no facts before; dates that did (overlapping extracts), dates whose facts an SCD2 change
-moved, and every date a rollback touches are recomputed from fact_sales with `refresh`. The
+aggregates its new facts chunk by chunk (`RunAggregates`) and adds them, every few chunks, to
+the rows of dates that had no facts before; dates that did (overlapping extracts), dates whose
+facts an SCD2 change moved, and every date a rollback touches are recomputed from fact_sales
+with `refresh`. The
 months of every date written either way are then recomputed from agg_daily_product. All of it
 in the run's own transaction, so the aggregates always agree with fact_sales.
 """
@@ -19,8 +20,9 @@ import pandas as pd
 from sqlalchemy import BigInteger, Connection, Integer, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.bulk import load_frame
+from database.bulk import insert_frame, load_frame
 from database.models import MONEY, Base
+from etl.identity import DuplicateTracker
 
 
 class AggDailyProduct(Base):
@@ -166,16 +168,29 @@ def _refresh_months(conn: Connection, months: set[int]) -> None:
 
 
 class RunAggregates:
-    """Per-chunk partial aggregates of one run's new facts, combined at the end."""
+    """One run's new facts, aggregated chunk by chunk and added to the aggregate tables every
+    `flush_every` chunks, so memory follows the chunk size and not the run's size.
 
-    def __init__(self) -> None:
+    Dates in `skip_dates` (they held facts before the run) are left out: the loader recomputes
+    them from fact_sales at the end. Sums are added to the stored rows; invoice counts are
+    distinct counts, so an invoice is counted once per (date, customer version) and kind, in
+    whichever flush sees it first (a run-long set of 8-byte hashes of the invoices counted).
+    """
+
+    def __init__(self, skip_dates: np.ndarray | None = None, flush_every: int = 4) -> None:
+        self._skip = np.asarray(skip_dates if skip_dates is not None else [], dtype=np.int64)
+        self.flush_every = flush_every
         self._products: list[pd.DataFrame] = []
         self._customers: list[pd.DataFrame] = []
         self._invoices: list[pd.DataFrame] = []
+        self._counted = DuplicateTracker()  # hashes of (date, customer, invoice, kind) already counted
+        self.dates_written: set[int] = set()
 
-    def add(self, facts: pd.DataFrame) -> None:
+    def add(self, conn: Connection, facts: pd.DataFrame) -> None:
         """Fold in a chunk of facts (date_key, product_key, customer_key, invoice_no, quantity,
-        line_total_milli, transaction_type)."""
+        line_total_milli, transaction_type); every `flush_every` chunks, write what was folded."""
+        if len(self._skip):
+            facts = facts[~np.isin(facts["date_key"].to_numpy(), self._skip)]
         if facts.empty:
             return
         kind = facts["transaction_type"].to_numpy()
@@ -204,35 +219,65 @@ class RunAggregates:
              "sale": is_sale, "return": is_return}
         )  # fmt: skip
         self._invoices.append(invoices.groupby(_INVOICE_KEY, as_index=False).max())
-        if len(self._products) >= 16:
-            self._compact()
+        if len(self._products) >= self.flush_every:
+            self.flush(conn)
 
-    def _compact(self) -> None:
-        self._products = [pd.concat(self._products).groupby(_PRODUCT_KEY, as_index=False).sum()]
-        self._customers = [pd.concat(self._customers).groupby(_CUSTOMER_KEY, as_index=False).sum()]
-        self._invoices = [pd.concat(self._invoices).groupby(_INVOICE_KEY, as_index=False).max()]
-
-    def write(self, conn: Connection, skip_dates: set[int]) -> set[int]:
-        """Insert the daily aggregate rows of every date not in `skip_dates`; returns the dates
-        written (their months still need agg_monthly_product: `refresh(..., months=...)`)."""
+    def flush(self, conn: Connection) -> None:
+        """Add the folded sums to agg_daily_product, agg_daily_customer and agg_daily_orders."""
         if not self._products:
-            return set()
-        self._compact()
-        products, customers, invoices = self._products[0], self._customers[0], self._invoices[0]
-        products = products[~products["date_key"].isin(skip_dates)].copy()
-        customers = customers[~customers["date_key"].isin(skip_dates)]
-        counts = invoices.groupby(_CUSTOMER_KEY, as_index=False).agg(
-            invoices=("invoice_no", "size"), orders=("sale", "sum"), return_invoices=("return", "sum")
-        )
-        customers = customers.merge(counts, on=_CUSTOMER_KEY, how="left")
+            return
+        products = pd.concat(self._products).groupby(_PRODUCT_KEY, as_index=False).sum()
+        customers = pd.concat(self._customers).groupby(_CUSTOMER_KEY, as_index=False).sum()
+        invoices = pd.concat(self._invoices).groupby(_INVOICE_KEY, as_index=False).max()
+        self._products, self._customers, self._invoices = [], [], []
+        customers = customers.merge(self._new_invoice_counts(invoices), on=_CUSTOMER_KEY, how="left")
         for col in ("revenue", "return_revenue"):
             products[col] = products[col] / 1000
         for col in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue"):
             customers[col] = customers[col] / 1000
-        load_frame(conn, "agg_daily_product", products)
+        add_rows(conn, "agg_daily_product", products)
         for table in ("agg_daily_customer", "agg_daily_orders"):
-            load_frame(conn, table, customers[list(_COLUMNS[table])])
-        return set(products["date_key"].unique().tolist())
+            add_rows(conn, table, customers[list(_COLUMNS[table])])
+        self.dates_written.update(products["date_key"].unique().tolist())
+
+    def _new_invoice_counts(self, invoices: pd.DataFrame) -> pd.DataFrame:
+        """Per (date, customer version): invoices, orders (with a sale line) and return invoices
+        not counted by an earlier flush."""
+        base = pd.util.hash_pandas_object(invoices[_INVOICE_KEY], index=False).to_numpy(dtype=np.uint64)
+        counts = invoices[_CUSTOMER_KEY].copy()
+        for column, salt, member in (
+            ("invoices", 1, np.ones(len(invoices), dtype=bool)),
+            ("orders", 2, invoices["sale"].to_numpy(dtype=bool)),
+            ("return_invoices", 3, invoices["return"].to_numpy(dtype=bool)),
+        ):
+            new = np.zeros(len(invoices), dtype=np.int64)
+            keys = base[member] ^ np.uint64(salt)
+            new[member] = self._counted.occurrences(keys) == 1
+            counts[column] = new
+        return counts.groupby(_CUSTOMER_KEY, as_index=False).sum()
+
+
+def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
+    """Add `frame`'s sums to the rows of `table` with the same key; insert rows that are new."""
+    if frame.empty:
+        return
+    keys = [c for c in _COLUMNS[table] if c.endswith("_key")]
+    sums = [c for c in frame.columns if c not in keys]
+    added = ", ".join(f"{c} = {_ADD.get(c, '{}').format(f'{table}.{c} + excluded.{c}')}" for c in sums)
+    upsert = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
+    if conn.dialect.name == "postgresql":
+        stage = f"stg_{table}"
+        conn.execute(text(f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DROP"))
+        conn.execute(text(f"TRUNCATE {stage}"))
+        load_frame(conn, stage, frame)
+        columns = ", ".join(frame.columns)
+        conn.execute(text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} {upsert}"))
+    else:
+        insert_frame(conn, table, frame, suffix=upsert)
+
+
+# SQLite adds REALs in binary floating point: rounding to the 3 stored decimals keeps sums exact.
+_ADD = {c: "ROUND({}, 3)" for c in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue")}
 
 
 _PRODUCT_KEY = ["date_key", "product_key"]
