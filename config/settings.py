@@ -89,6 +89,14 @@ class EtlSettings(_Section):
         min_length=1,
         description="InvoiceDate formats tried in order (strptime codes)",
     )
+    engine: Literal["pandas", "dask"] = Field(
+        "pandas", description="pandas: this process reads and cleans; dask: Dask workers read and clean partitions (docs/scaling.md)"
+    )
+    dask_workers: int = Field(2, ge=1, le=256, description="engine dask without a scheduler: worker processes of the local cluster")
+    dask_scheduler: str | None = Field(
+        None, description="engine dask: address of a running Dask scheduler (tcp://host:8786); empty starts a local cluster"
+    )
+    dask_connect_timeout_s: float = Field(10.0, gt=0, description="engine dask: seconds to reach the scheduler and its first worker")
 
 
 class SourceLayout(_Section):

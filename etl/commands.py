@@ -46,6 +46,7 @@ def _source_facts(s: RunSummary) -> list[str]:
 def _summary_rows(s: RunSummary) -> list[dict]:
     rows = [
         {"": "run", "value": f"{s.run_id} ({s.status}) on {s.backend}"},
+        {"": "engine", "value": s.engine},
         {"": "source", "value": f"{s.source} ({', '.join(_source_facts(s))})"},
         {"": "rows read", "value": f"{s.rows_read:,}"},
         {"": "  new facts", "value": f"{s.rows_loaded:,}"},
@@ -83,6 +84,17 @@ def _summary_rows(s: RunSummary) -> list[dict]:
 @click.option("--table", "table_name", help="database sources: the table to read")
 @click.option("--query", help="database sources: the SELECT to read")
 @click.option("--token-env", help="HTTP sources: environment variable holding a bearer token")
+@click.option(
+    "--engine",
+    "engine_name",
+    type=click.Choice(["pandas", "dask"]),
+    help="pandas: this process reads and cleans; dask: Dask workers read and clean partitions of the files (default: etl.engine)",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="--engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: etl.dask_scheduler, else a local cluster)",
+)
 @_FORMAT
 @click.pass_obj
 def etl_command(
@@ -98,22 +110,27 @@ def etl_command(
     table_name: str | None,
     query: str | None,
     token_env: str | None,
+    engine_name: str | None,
+    scheduler: str | None,
     fmt: str,
 ) -> None:
     """Load sales extracts into the warehouse: every row ends as a fact, in the quarantine, or as already loaded."""
+    from etl.dask_engine import engine_for
     from etl.sources import expand_sources
 
     settings, reader = _reader_options(app.settings, layout, mappings, sheet, table_name, query, token_env)
     specs = expand_sources(source)
     summaries, failures = [], []
-    for spec in specs:
-        try:
-            summaries.append(_load_one(app, settings, spec, reader, EtlOptions(spec, job_name, chunk_size, dry_run, force, reader)))
-        except PlatformError as exc:
-            if len(specs) == 1:
-                raise
-            failures.append(f"{spec}: {exc}")
-            click.echo(f"Error: {exc}", err=True)
+    with engine_for(settings, engine_name, scheduler, specs) as cluster:
+        for spec in specs:
+            try:
+                options = EtlOptions(spec, job_name, chunk_size, dry_run, force, reader)
+                summaries.append(_load_one(app, settings, spec, reader, options, cluster))
+            except PlatformError as exc:
+                if len(specs) == 1:
+                    raise
+                failures.append(f"{spec}: {exc}")
+                click.echo(f"Error: {exc}", err=True)
     if len(specs) == 1:
         summary = summaries[0]
         emit(summary.as_dict(), fmt, table(_summary_rows(summary), title="ETL run summary", columns=["", "value"]))
@@ -145,10 +162,11 @@ def _reader_options(settings, layout, mappings, sheet, table_name, query, token_
     return settings, reader
 
 
-def _load_one(app, settings, spec: str, reader, options: EtlOptions) -> RunSummary:
+def _load_one(app, settings, spec: str, reader, options: EtlOptions, cluster=None) -> RunSummary:
+    from etl.dask_engine import open_dask_source
     from etl.sources import open_source
 
-    opened = open_source(spec, settings, reader)
+    opened = open_source(spec, settings, reader) if cluster is None else open_dask_source(spec, settings, reader, cluster)
     bar, update = _progress_bar(opened.estimated_rows)
 
     def waiting() -> None:
