@@ -254,7 +254,22 @@ def read_chunks(info: SourceInfo, chunk_size: int, delimiter: str = ",") -> Iter
     return _parsed_chunks(info, chunk_size, delimiter)
 
 
-def _parsed_chunks(info: SourceInfo, chunk_size: int, delimiter: str) -> Iterator[Chunk]:
+def read_range(info: SourceInfo, header: bytes, start: int, end: int, delimiter: str = ",") -> Chunk:
+    """The records of bytes [start, end) of a file the fast parser reads, as one chunk numbered
+    from 1 (the Dask engine's partition; the caller adds the records before `start`). `header`
+    is the file's header line; start and end must be line starts (a file read by the fast parser
+    has no line break inside a quoted value: the scan sends such files to the line reader)."""
+    with open(info.path, "rb") as fh:
+        fh.seek(start)
+        body = fh.read(end - start)
+    stream = pa.BufferReader(header + body)
+    chunks = list(_parsed_chunks(info, len(body) + 1, delimiter, stream))  # at most one record per byte: one chunk
+    if not chunks:
+        return _text_chunk([], [], [])
+    return chunks[0]
+
+
+def _parsed_chunks(info: SourceInfo, chunk_size: int, delimiter: str, stream: pa.NativeFile | None = None) -> Iterator[Chunk]:
     """pyarrow's streaming parser. It parses one block ahead, so a malformed line may be reported
     before the rows in front of it are returned: malformed records wait in `bad` until the
     chunk whose span contains them is cut."""
@@ -267,7 +282,7 @@ def _parsed_chunks(info: SourceInfo, chunk_size: int, delimiter: str) -> Iterato
 
     names = info.columns
     reader = pacsv.open_csv(
-        pa.input_stream(str(info.path), compression=info.compression),
+        stream or pa.input_stream(str(info.path), compression=info.compression),
         read_options=pacsv.ReadOptions(block_size=_block_size(info, chunk_size), use_threads=False, encoding=info.encoding),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(

@@ -51,6 +51,7 @@ class RunSummary:
     checksum: str
     encoding: str
     backend: str
+    engine: str = "pandas"  # or "dask (<cluster>, N worker threads)"
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
@@ -126,6 +127,7 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
     run_id = ledger.open_run(engine, options.job_name, info.location, info.checksum, info.encoding)
     token = current_run_id.set(run_id)
     summary = RunSummary(run_id, "running", options.job_name, info.location, info.checksum or "", info.encoding or "", engine.dialect.name)
+    summary.engine = getattr(info, "engine", "pandas")
     started, wall = ledger.utcnow(), time.perf_counter()
     log.info("run %s started: %s (%s, sha256 %s)", run_id, info.location, info.encoding, (info.checksum or "-")[:12])
     try:
@@ -211,14 +213,12 @@ def _process(
         # two chunks are in memory at once.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-stage") as stager:
             pending: Future | None = None
-            for chunk in _timed_chunks(loader, info.chunks(chunk_size)):
-                with loader.timed("clean"):
-                    accepted, rejected = _clean_chunk(cleaner, chunk)
+            for accepted, rejected, rows_read in _batches(cleaner, info, chunk_size, loader):
                 if pending is not None:
                     pending.result()
                 pending = stager.submit(loader.load, accepted, rejected)
-                summary.rows_read += chunk.rows_read
-                del chunk
+                summary.rows_read += rows_read
+                del accepted, rejected
                 _release_memory()
                 if progress:
                     progress(summary.rows_read)
@@ -271,6 +271,22 @@ def _release_memory() -> None:
     pa.default_memory_pool().release_unused()
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)
+
+
+def _batches(cleaner: Cleaner, info: Source, chunk_size: int, loader: WarehouseLoader) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int]]:
+    """(accepted, rejected, rows read) of each chunk, in source order. A source with its own
+    `batches` (the Dask engine's: read and cleaned on workers, etl/dask_engine.py) supplies them;
+    otherwise this process reads and cleans chunk after chunk (the pandas path)."""
+    own = getattr(info, "batches", None)
+    if own is not None:
+        yield from own(cleaner, chunk_size, loader)
+        return
+    for chunk in _timed_chunks(loader, info.chunks(chunk_size)):
+        with loader.timed("clean"):
+            accepted, rejected = _clean_chunk(cleaner, chunk)
+        rows_read = chunk.rows_read
+        del chunk
+        yield accepted, rejected, rows_read
 
 
 def _clean_chunk(cleaner: Cleaner, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
