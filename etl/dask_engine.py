@@ -150,6 +150,11 @@ class DaskCluster:
         log.info("dask engine: %s (started in %.2f s)", self.description, self.start_s)
 
     @property
+    def ready(self) -> bool:
+        """Whether the cluster is up (or failed to start: `client` says why)."""
+        return self._starting is None or self._starting.done()
+
+    @property
     def client(self) -> Client:
         if self._starting is not None:
             self._starting.result()
@@ -180,7 +185,7 @@ def _local_cluster(workers: int):
     from distributed import Client, LocalCluster
     from distributed.utils import get_mp_context
 
-    from etl.dask_worker import ExitWithParent
+    from etl.dask_worker import LocalWorker
 
     # forkserver, not fork: a worker forked from this process (which runs Dask's threads by then)
     # sometimes hung at start-up on a lock another thread held, and with it the run; and not
@@ -199,7 +204,7 @@ def _local_cluster(workers: int):
             host="127.0.0.1",
         )
     client = Client(cluster)
-    client.register_plugin(ExitWithParent(), name="rdp-exit-with-parent")
+    client.register_plugin(LocalWorker(), name="rdp-local-worker")
     return cluster, client
 
 
@@ -340,10 +345,6 @@ class DaskCsvSource:
         """Cleaned batches in source order, cut like the pandas path's chunks."""
         tasks = self._range_tasks(cleaner.stateless, chunk_size) if self.split else self._chunk_tasks(cleaner.stateless, chunk_size, loader)
         rechunk = Rechunker(chunk_size) if self.split else None
-        if not self.cluster.start_reported:  # the first run of the command waited for the cluster
-            self.cluster.client  # noqa: B018 - started
-            loader.timings["cluster_start"] = round(self.cluster.start_s, 4)
-            self.cluster.start_reported = True
         offset = 0  # records before the partition (a chunk the driver read is numbered already)
         for result in in_order(self.cluster, tasks, loader):
             with loader.timed("clean"):
@@ -355,6 +356,9 @@ class DaskCsvSource:
                 yield from rechunk.add(accepted, rejected, malformed, result.prepared.source_rows)
         if rechunk is not None:
             yield from rechunk.flush()
+        if not self.cluster.start_reported:  # the first run of the command: how long the cluster took to start
+            loader.timings["cluster_start"] = round(self.cluster.start_s, 4)
+            self.cluster.start_reported = True
 
     def _range_tasks(self, rules: CleaningRules, chunk_size: int) -> Iterator[tuple]:
         info = self.csv.info
@@ -387,33 +391,41 @@ def _with_malformed(rejected: pd.DataFrame, malformed: pd.DataFrame | None) -> p
 def in_order(cluster: DaskCluster, tasks: Iterator[tuple], loader: WarehouseLoader) -> Iterator[PartitionResult]:
     """Run `tasks` on the cluster and yield their results in order, at most `cluster.window` in flight.
 
-    A lost worker's task is run again by Dask on another worker; a task that fails (or loses its
-    worker `distributed.scheduler.allowed-failures` times) fails the run, and the tasks still in
-    flight are cancelled."""
-    client = cluster.client
+    While a local cluster is still starting, this process runs the next task itself (tasks are
+    pure functions), so the load starts as soon as the pandas path's would. A lost worker's task
+    is run again by Dask on another worker; a task that fails (or loses its worker
+    `distributed.scheduler.allowed-failures` times) fails the run, and the tasks still in flight
+    are cancelled."""
     futures: deque = deque()
     tasks = iter(tasks)
 
     def fill() -> None:
-        while len(futures) < cluster.window:
+        while cluster.ready and len(futures) < cluster.window:
             task = next(tasks, None)
             if task is None:
                 return
-            futures.append(client.submit(*task, pure=False))
+            futures.append(cluster.client.submit(*task, pure=False))
 
     try:
-        fill()
-        while futures:
-            with loader.timed("read"):
-                result = _result(futures[0])
-            futures.popleft().release()
+        while True:
             fill()
+            if futures:
+                with loader.timed("read"):
+                    result = _result(futures[0])
+                futures.popleft().release()
+                fill()
+            else:
+                task = next(tasks, None)
+                if task is None:
+                    return
+                result = task[0](*task[1:])  # the cluster is not up yet
+                result.seconds = {f"driver_{step.removeprefix('worker_')}": s for step, s in result.seconds.items()}
             for step, seconds in result.seconds.items():
                 loader.timings[step] = round(loader.timings.get(step, 0.0) + seconds, 4)
             yield result
     finally:
         if futures:
-            client.cancel(list(futures))
+            cluster.client.cancel(list(futures))
 
 
 def _result(future) -> PartitionResult:

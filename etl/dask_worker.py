@@ -1,4 +1,5 @@
-"""Code the Dask engine runs inside its workers (imports distributed: loaded only with --engine dask)."""
+"""Code the Dask engine runs inside the workers of its local cluster (imports distributed: loaded
+only with --engine dask)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,30 @@ import time
 
 from distributed import WorkerPlugin
 
+NICENESS = 5  # below the driver: its loader is the run's critical path, the workers only keep ahead of it
 
-class ExitWithParent(WorkerPlugin):
-    """A worker of the local cluster exits as soon as the `etl` process that started it is gone.
 
-    Dask's own guard (a pipe whose closing ends the worker) fails with forked workers: each worker
-    inherits the other workers' pipe ends and keeps them open, and a killed `etl` left its workers
-    running for good. Registered as a plugin, it also guards a worker the nanny restarts."""
+class LocalWorker(WorkerPlugin):
+    """Set-up of a local cluster's worker (registered as a plugin, so a worker the nanny restarts
+    gets it too):
+
+    * it runs at a lower CPU priority than the `etl` process. On a machine with as many cores as
+      workers, workers and driver compete for the cores, while only the driver's loading is on the
+      critical path: the workers need only keep the next partitions ready, and the window of
+      partitions in flight lets them run ahead when the driver waits on the database;
+    * it exits as soon as the process that started it is gone. Dask's own guard (a pipe whose
+      closing ends the worker) failed with forked workers, each inheriting the others' pipe ends,
+      and a killed `etl` could leave its workers running for good."""
 
     idempotent = True
 
     def setup(self, worker) -> None:
-        self.parent = os.getppid()
-        threading.Thread(target=self._watch, name="rdp-exit-with-parent", daemon=True).start()
+        os.nice(NICENESS)
+        parent = os.getppid()
+        threading.Thread(target=self._exit_with, args=(parent,), name="rdp-exit-with-parent", daemon=True).start()
 
-    def _watch(self) -> None:
-        while os.getppid() == self.parent:
+    @staticmethod
+    def _exit_with(parent: int) -> None:
+        while os.getppid() == parent:
             time.sleep(0.25)
         os._exit(1)
