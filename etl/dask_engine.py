@@ -236,13 +236,14 @@ def _wait_for_workers(client: Client, address: str | None, timeout_s: float) -> 
         raise EngineError(
             f"the Dask scheduler at {address} has no workers after {timeout_s:g} s; start some: dask worker {address}"
         ) from None
-    try:
-        client.run(_worker_ready)
-    except (ImportError, AttributeError) as exc:  # a worker without this project on its path
-        raise EngineError(
-            f"a Dask worker cannot import the platform ({exc}); start the workers from the project folder, "
-            "with the same version, so that `import etl` works"
-        ) from None
+    for where, check in (("scheduler", client.run_on_scheduler), ("worker", client.run)):
+        try:  # both unpickle the platform's tasks: they need its code on their path
+            check(_worker_ready)
+        except (ImportError, AttributeError) as exc:
+            raise EngineError(
+                f"the Dask {where} at {address} cannot import the platform ({exc}); start the scheduler and the workers "
+                "with the project folder on PYTHONPATH and the same versions (docs/etl.md#the-dask-engine)"
+            ) from None
     return sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
 
 
