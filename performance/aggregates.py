@@ -235,9 +235,17 @@ class RunAggregates:
             products[col] = products[col] / 1000
         for col in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue"):
             customers[col] = customers[col] / 1000
-        add_rows(conn, "agg_daily_product", products)
-        for table in ("agg_daily_customer", "agg_daily_orders"):
-            add_rows(conn, table, customers[list(_COLUMNS[table])])
+        # Rows of dates no earlier flush wrote cannot meet a stored row: plain bulk insert. Only
+        # the others (in a file in time order, the dates that straddle a flush) are added.
+        written = np.fromiter(self.dates_written, dtype=np.int64, count=len(self.dates_written))
+        for table, frame in (
+            ("agg_daily_product", products),
+            ("agg_daily_customer", customers[list(_COLUMNS["agg_daily_customer"])]),
+            ("agg_daily_orders", customers[list(_COLUMNS["agg_daily_orders"])]),
+        ):
+            seen = np.isin(frame["date_key"].to_numpy(), written)
+            load_frame(conn, table, frame[~seen])
+            add_rows(conn, table, frame[seen])
         self.dates_written.update(products["date_key"].unique().tolist())
 
     def _new_invoice_counts(self, invoices: pd.DataFrame) -> pd.DataFrame:
