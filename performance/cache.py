@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from datetime import time as dtime
@@ -454,3 +455,36 @@ def decode_result(blob: bytes) -> tuple[list[str], list[tuple]]:
         else:
             columns.append(list(map(fn, column)))
     return data["c"], list(zip(*columns, strict=True)) if columns else [() for _ in range(data["n"])]
+
+
+class DecodedAnswers:
+    """Answers this process already decoded, by cache key, least recently used dropped first.
+
+    Only the decoding is skipped: the shared store is still asked for every key, so it alone
+    decides hit or miss, TTL and eviction, and counts the hit. A key names one data version,
+    so the same key always holds the same answer. Bounded by the stored size of the answers.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._answers: OrderedDict[str, tuple[int, list[str], list[tuple]]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def decode(self, key: str, blob: bytes) -> tuple[list[str], list[tuple]]:
+        """The answer `blob` holds: decoded once per key, then from memory (a new row list each time)."""
+        with self._lock:
+            held = self._answers.get(key)
+            if held is not None:
+                self._answers.move_to_end(key)
+                return list(held[1]), list(held[2])
+        columns, rows = decode_result(blob)
+        if len(blob) <= self.max_bytes:
+            with self._lock:
+                if key not in self._answers:
+                    self._answers[key] = (len(blob), columns, rows)
+                    self._bytes += len(blob)
+                while self._bytes > self.max_bytes:
+                    _, (size, _c, _r) = self._answers.popitem(last=False)
+                    self._bytes -= size
+        return list(columns), list(rows)

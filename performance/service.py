@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from config.settings import PROJECT_ROOT
 from database.errors import describe
-from performance.cache import CacheUnavailable, QueryCache, cache_key, decode_result, encode_result, open_cache
+from performance.cache import CacheUnavailable, DecodedAnswers, QueryCache, cache_key, encode_result, open_cache
 from performance.queries import LATEST_MONTH_SQL, NamedQuery, bind, get_query
 from performance.settings import CacheSettings
 from performance.sqlguard import QueryError, QueryRefused, check_read_only, unversioned_table
@@ -68,6 +68,7 @@ class QueryResult:
     params: dict[str, Any] = field(default_factory=dict)
     note: str | None = None  # why not cached, when it was not
     blob: bytes | None = field(default=None, repr=False)  # a cached answer not decoded yet
+    key: str = field(default="", repr=False)  # its cache key
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -98,6 +99,7 @@ class QueryService:
         self._lock = threading.Lock()
         self.warehouse_id = engine.url.render_as_string(hide_password=True)
         self.reader = _sqlite_reader(engine) if self.dialect == "sqlite" else engine
+        self.decoded = DecodedAnswers()
         _ = self.cache  # open the store now, with the service, not inside the first query
 
     # -- public -----------------------------------------------------------------------------
@@ -227,7 +229,7 @@ class QueryService:
                 blob, cache, status, note = None, None, "unavailable", str(exc)
                 log.warning("%s; answering without the cache", exc)
             if blob is not None:  # decoded after the transaction ends (see _finish)
-                return QueryResult([], [], "hit", 0.0, version.token, blob=blob)
+                return QueryResult([], [], "hit", 0.0, version.token, blob=blob, key=key)
         columns, rows = self._execute(conn, sql, params)
         if cache is not None:
             self._store(cache, key, columns, rows)
@@ -275,7 +277,7 @@ class QueryService:
 
     def _finish(self, result: QueryResult, start: float) -> QueryResult:
         if result.blob is not None:
-            result.columns, result.rows = decode_result(result.blob)
+            result.columns, result.rows = self.decoded.decode(result.key, result.blob)
             result.blob = None
         result.elapsed_ms = (time.perf_counter() - start) * 1000
         return result

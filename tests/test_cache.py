@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from performance.cache import DiskCache, RedisCache, decode_result, encode_result
+from config.settings import DatabaseSettings
+from database.engine import make_engine
+from performance.cache import DecodedAnswers, DiskCache, RedisCache, decode_result, encode_result
+from performance.service import QueryService
 from performance.settings import CacheSettings
 from tests.cache_fixtures import (  # noqa: F401  (fixtures)
     REDIS_URL,
@@ -154,3 +157,39 @@ def test_redis_setting_needs_a_url() -> None:
         CacheSettings(backend="redis").effective_backend  # noqa: B018
     assert CacheSettings(redis_url="redis://x").effective_backend == "redis"
     assert CacheSettings().effective_backend == "disk"
+
+
+def test_decoded_answers_skip_decoding_not_the_store() -> None:
+    decoded = DecodedAnswers(max_bytes=1_500)
+    rows = [(i, Decimal(f"{i}.50"), date(2011, 1, 1 + i % 28)) for i in range(20)]
+    blob = encode_result(["i", "d", "day"], rows)
+    first = decoded.decode("k1", blob)
+    again = decoded.decode("k1", blob)
+    assert first == again == (["i", "d", "day"], rows)
+    assert again[1][0] is first[1][0] and again[1] is not first[1]  # the same decoded rows, a new list to each caller
+    again[1].clear()
+    assert decoded.decode("k1", blob)[1] == rows  # a caller's change does not reach the next one
+    other = encode_result(["i"], [(i,) for i in range(300)])
+    assert len(blob) + len(other) > 1_500 >= len(other)
+    decoded.decode("k2", other)  # over the bound: the least recently used answer goes
+    assert decoded.decode("k1", blob)[1][0] is not first[1][0]  # decoded afresh
+
+
+def test_repeated_hits_in_one_process_still_count_in_the_store(
+    sqlite_url: str,
+    sqlite_cli: Cli,
+    tmp_path: Path,
+) -> None:
+    etl_json(sqlite_cli, write_csv(tmp_path / "rows.csv", ROWS))
+    engine = make_engine(DatabaseSettings(url=sqlite_url))
+    service = QueryService(engine, CacheSettings(disk_path=str(tmp_path / "qc")))
+    try:
+        answers = [service.run_named("customer_rfm") for _ in range(3)]
+        assert [a.cache for a in answers] == ["miss", "hit", "hit"]
+        assert answers[0].rows == answers[1].rows == answers[2].rows
+        assert service.cache.stats().hits == 2 and service.cache.stats().misses == 1
+        service.cache.clear()  # gone from the store: asked again, not answered from memory
+        assert service.run_named("customer_rfm").cache == "miss"
+    finally:
+        service.close()
+        engine.dispose()
