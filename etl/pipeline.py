@@ -113,7 +113,7 @@ def run_etl(
             # Inside the lock: runs started together on a new warehouse must not all create it
             # (on SQLite the losers failed with "database is locked").
             if missing_tables(engine):
-                setup_schema(engine)
+                setup_schema(engine, settings.warehouse)
             stale = ledger.close_stale_runs(engine)
             if stale:
                 log.warning("runs %s were interrupted earlier and are now marked failed", stale)

@@ -29,7 +29,7 @@ def warehouse(app) -> Iterator[Engine]:
     engine = app.engine
     try:
         if missing_tables(engine):
-            setup_schema(engine)
+            setup_schema(engine, app.settings.warehouse)
         yield engine
     except SQLAlchemyError as exc:
         raise describe(engine, exc) from None

@@ -121,12 +121,16 @@ def _citus_installed(url: str) -> bool:
     return found
 
 
-def test_setup_with_citus_on_single_node_postgresql_fails_clearly_and_writes_nothing(pg_url: str) -> None:
+@pytest.mark.parametrize(
+    "command", [("setup",), ("etl", "--source", str(Path(__file__).parents[1] / "data" / "sample_sales.csv")), ("quality", "check")]
+)
+def test_setup_with_citus_on_single_node_postgresql_fails_clearly_and_writes_nothing(pg_url: str, command: tuple[str, ...]) -> None:
+    """`setup`, and the commands that set up a missing schema themselves, honour the setting."""
     if _citus_installed(pg_url):
         pytest.skip("this PostgreSQL server has Citus installed; the test is about one without it")
     engine = make_engine(DatabaseSettings(url=pg_url))
     shown = mask_url(engine.url.render_as_string(hide_password=False))
-    result = Cli(pg_url)("setup", env=CITUS)
+    result = Cli(pg_url)(*command, env=CITUS)
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: warehouse.distributed is 'citus' but the warehouse {shown} has no citus extension: Citus is not installed on "
