@@ -108,6 +108,28 @@ def test_duplicates_and_malformed_lines_across_partitions(tmp_path: Path, schedu
     assert contents(dask_url) == contents(pandas_url)
 
 
+@pytest.mark.parametrize("newline", ["\r", "\r\n"])
+def test_old_mac_and_windows_line_breaks_without_a_last_one(tmp_path: Path, scheduler: str, newline: str) -> None:
+    rows = [_line(r) for r in _rows(generate_sales(tmp_path / "base.csv", 700, 9).path)]
+    source = tmp_path / "sales.csv"
+    source.write_bytes(newline.join([",".join(SOURCE_COLUMNS), *rows]).encode("utf-8"))  # no line break at the end
+    pandas_url, dask_url, by_pandas, by_dask = both(tmp_path, source, scheduler, "--chunk-size", "100")
+    assert by_dask["rows_read"] == by_pandas["rows_read"] == 700
+    assert contents(dask_url) == contents(pandas_url)
+
+
+def test_byte_ranges_start_at_line_starts(tmp_path: Path) -> None:
+    from etl.dask_engine import byte_ranges
+
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"h1,h2\r\na,1\r\nbb,2\rccc,3\n\ndddd,4")
+    header, ranges = byte_ranges(path, 1)
+    data = path.read_bytes()
+    assert header == b"h1,h2\r\n"
+    assert [data[a:b] for a, b in ranges] == [b"a,1\r\n", b"bb,2\r", b"ccc,3\n", b"\ndddd,4"]  # an empty line is no record
+    assert byte_ranges(path, 1000)[1] == [(len(header), len(data))]
+
+
 def test_rerun_adds_nothing(tmp_path: Path, scheduler: str) -> None:
     source = generate_sales(tmp_path / "sales.csv", 2500, 11).path
     url = f"sqlite:///{tmp_path / 'w.db'}"
