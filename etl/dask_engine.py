@@ -330,7 +330,7 @@ class DaskCsvSource:
         self.cluster = cluster
         self.location, self.checksum = self.csv.location, self.csv.checksum
         self.encoding, self.estimated_rows = self.csv.encoding, self.csv.estimated_rows
-        self.engine = cluster.description
+        self.engine_name = cluster.description  # shown as the run's engine (a database source's .engine is its SQLAlchemy engine)
 
     @property
     def split(self) -> bool:

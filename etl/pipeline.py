@@ -127,7 +127,7 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
     run_id = ledger.open_run(engine, options.job_name, info.location, info.checksum, info.encoding)
     token = current_run_id.set(run_id)
     summary = RunSummary(run_id, "running", options.job_name, info.location, info.checksum or "", info.encoding or "", engine.dialect.name)
-    summary.engine = getattr(info, "engine", "pandas")
+    summary.engine = getattr(info, "engine_name", "pandas")
     started, wall = ledger.utcnow(), time.perf_counter()
     log.info("run %s started: %s (%s, sha256 %s)", run_id, info.location, info.encoding, (info.checksum or "-")[:12])
     try:
