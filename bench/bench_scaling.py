@@ -17,7 +17,9 @@ start and close included); "in-process" is the run's own `duration_s`. Memory:
   split among them, so forked workers are not counted twice), polled every 0.2 s.
 
 The load average of the machine is recorded before and after each load. Results are printed and
-written to bench/results/scaling-YYYYmmdd-HHMMSS.json (git-ignored). Generated files go to a
+written to bench/results/scaling-YYYYmmdd-HHMMSS.json (git-ignored) after every size. The quality
+gate runs as always but only warns (quality_rules.on_failure: warn): from about 20x the generated
+invoice numbers pass 999999, which the invoice-number validity check refuses. Generated files go to a
 temporary folder (--tmp) and are deleted after their size is measured.
 """
 
@@ -102,7 +104,9 @@ def load(engine: str, source: Path, workers: int) -> dict:
     """One `etl` of `source` by `engine` into a fresh warehouse, in a child process."""
     url = fresh_schema(engine)
     cmd = [sys.executable, "main.py", "--database-url", url, "etl", "--source", str(source), "--engine", engine, "--format", "json"]
-    env = dict(os.environ, RDP_ETL__DASK_WORKERS=str(workers))
+    # The gate is evaluated and recorded as always, but does not roll the load back: from about 20x
+    # the generator's invoice numbers pass 999999, which validity.fact_sales.invoice_no refuses.
+    env = dict(os.environ, RDP_ETL__DASK_WORKERS=str(workers), RDP_QUALITY_RULES__ON_FAILURE="warn")
     load_before = os.getloadavg()
     with tempfile.NamedTemporaryFile("r", prefix="rdp-scale-time-") as out:
         start = time.perf_counter()
@@ -163,6 +167,13 @@ def report(sizes: list[dict]) -> None:
             )
 
 
+def save(result: dict, started: datetime) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"scaling-{started:%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", type=Path, default=DEFAULT_REAL, help="the real extract (the 1x size)")
@@ -202,6 +213,7 @@ def main() -> None:
                 source.unlink()
             result["sizes"].append(entry)
             report([entry])
+            save(result, started)  # after every size: a later failure keeps what was measured
     for engine in engines:
         peaks = {s["scale"]: r["tree_peak_pss_mb"] for s in result["sizes"] for r in s["loads"] if r["engine"] == engine}
         if 10 in peaks and 50 in peaks:
@@ -210,9 +222,7 @@ def main() -> None:
         for engine in engines:
             psql(f"DROP SCHEMA IF EXISTS scale_{engine} CASCADE")
     result["finished"] = datetime.now().isoformat(timespec="seconds")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"scaling-{started:%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = save(result, started)
     print()
     report(result["sizes"])
     if "memory_growth_10x_to_50x" in result:
