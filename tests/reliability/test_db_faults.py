@@ -409,6 +409,25 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+def load_beside(url: str, script: str, script_args: tuple[str, ...], source: Path, tmp_path: Path, tag: str):
+    """Run the ETL of `source` while another process runs `script` on the SQLite file; the ETL
+    must succeed and load every line once. Returns the ETL process, its exit code and its run."""
+    first = max_run(url)
+    other = other_process(script, make_url(url).database, *script_args)
+    try:
+        proc = etl(url, source, tmp_path, tag)
+        code = proc.wait()
+    finally:
+        stop(other)
+    assert code == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    run = the_run(url, first)
+    assert run is not None and run["status"] == "success", run
+    assert_accounted(run)
+    integrity = line_integrity(url)
+    assert integrity["duplicate_facts"] == integrity["fact_and_quarantined"] == 0
+    return proc, code, run
+
+
 def test_sqlite_file_locked_by_another_process(sqlite_url: str, extracts: Extracts, tmp_path: Path) -> None:
     """Another process holds the file's write lock. Longer than the busy timeout (1 s here): clean
     failure, nothing loaded. For 2 s, within the default busy timeout: the run waits, then loads once."""
@@ -425,20 +444,9 @@ def test_sqlite_file_locked_by_another_process(sqlite_url: str, extracts: Extrac
     assert run is None or run["status"] == "failed", run
     assert checksums(sqlite_url) == before
 
-    first = max_run(sqlite_url)
-    holder = other_process(_HOLDER, make_url(sqlite_url).database, "2")
-    try:
-        waits = etl(sqlite_url, extracts.mid, tmp_path, "waits")
-        waited = waits.wait()
-    finally:
-        stop(holder)
-    assert waited == 0 and "Traceback" not in waits.stderr, waits.stderr[-2000:]
-    rerun = the_run(sqlite_url, first)
-    assert rerun is not None and rerun["status"] == "success" and rerun["rows_loaded"] > 0, rerun
-    assert_accounted(rerun)
+    waits, waited, rerun = load_beside(sqlite_url, _HOLDER, ("2",), extracts.mid, tmp_path, "waits")
+    assert rerun["rows_loaded"] > 0, rerun
     assert not [r for r in ledger(sqlite_url) if r["status"] == "running"]
-    integrity = line_integrity(sqlite_url)
-    assert integrity["duplicate_facts"] == integrity["fact_and_quarantined"] == 0
     finish("sqlite", "file locked by another process (busy timeout 1 s)", proc, code, error, True, run, rerun)
     RESULTS.append({"backend": "sqlite", "fault": "file locked for 2 s (within the busy timeout)", "exit": waited,
                     "error": "-", "unchanged": "-", "ledger": f"run {rerun['run_id']} success",
@@ -449,19 +457,7 @@ def test_sqlite_another_process_writing_during_the_load(sqlite_url: str, extract
     """Another application commits to the same file every 10 ms during the load: the run waits
     for its turn and loads the extract once (it must not fail on a changed snapshot)."""
     load(sqlite_url, extracts.base)
-    first = max_run(sqlite_url)
-    writer = other_process(_WRITER, make_url(sqlite_url).database)
-    try:
-        proc = etl(sqlite_url, extracts.mid, tmp_path, "contended")
-        code = proc.wait()
-    finally:
-        stop(writer)
-    assert code == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    run = the_run(sqlite_url, first)
-    assert run is not None and run["status"] == "success"
-    assert_accounted(run)
-    integrity = line_integrity(sqlite_url)
-    assert integrity["duplicate_facts"] == integrity["fact_and_quarantined"] == 0
+    proc, code, run = load_beside(sqlite_url, _WRITER, (), extracts.mid, tmp_path, "contended")
     RESULTS.append({"backend": "sqlite", "fault": "another process writing every 10 ms", "exit": code, "error": "-",
                     "unchanged": "-", "ledger": f"run {run['run_id']} success", "rerun": f"(the run itself) loaded {run['rows_loaded']:,}",
                     "seconds": round(proc.elapsed, 2)})  # fmt: skip
