@@ -326,10 +326,17 @@ def _make_chunk(
     return Chunk(frame, rows, mine), last + 1
 
 
+# pyarrow's streaming CSV reader reads up to 32 blocks ahead on its I/O thread (Arrow C++'s
+# background generator queue), so the block size, not the chunk, bounds the reader's memory:
+# 32 blocks of 256 KiB instead of 32 blocks of a whole chunk (137 MB at 50,000 rows).
+_MAX_BLOCK = 256 << 10
+
+
 def _block_size(info: SourceInfo, chunk_size: int) -> int:
-    """Bytes per parser block so that one block holds about `chunk_size` rows, and always the
-    longest line (pyarrow refuses a row that straddles two blocks)."""
-    return int(max(min(max(chunk_size * info.bytes_per_row * 1.02, 64 << 10), 512 << 20), 2 * info.longest_line + (64 << 10)))
+    """Bytes per parser block: about `chunk_size` rows but at most _MAX_BLOCK (a chunk is then
+    cut from several blocks), and always room for the longest line (pyarrow refuses a row that
+    straddles two blocks)."""
+    return int(max(min(max(chunk_size * info.bytes_per_row * 1.02, 64 << 10), _MAX_BLOCK), 2 * info.longest_line + (64 << 10)))
 
 
 def _batches(info: SourceInfo, reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:

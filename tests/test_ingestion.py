@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from etl.columns import SOURCE_COLUMNS
-from etl.ingestion import inspect_source, read_chunks
+from etl.ingestion import _block_size, inspect_source, read_chunks
 from utils.errors import SourceError
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
@@ -227,6 +227,32 @@ def test_small_chunks_yield_every_row_with_consecutive_numbers(tmp_path):
     assert np.concatenate([c.frame["InvoiceNo"].to_numpy() for c in chunks]).astype(int).tolist() == rows.tolist()
     assert sum(c.rows_read for c in chunks) == n
     assert all(c.malformed == [] for c in chunks)
+
+
+def test_a_chunk_is_cut_from_many_parser_blocks(tmp_path):
+    """Blocks are capped at 256 KiB (pyarrow reads up to 32 of them ahead, so the cap bounds the
+    reader's memory); a chunk larger than a block still has exactly chunk_size rows, in order."""
+    n = 12_000  # about 1 MB: four blocks or more, each of ~3,000 rows
+    path = write(
+        tmp_path, "big.csv", HEADER + "\n" + "".join(line(i, f"ITEM {i:05d} WITH A LONGER DESCRIPTION") + "\n" for i in range(1, n + 1))
+    )
+    info = inspect_source(path)
+    assert _block_size(info, 5_000) == 256 << 10
+    assert _block_size(info, 1_000) < 256 << 10  # a small chunk: one block of about its size
+    chunks = list(read_chunks(info, 5_000))
+    assert [c.rows_read for c in chunks] == [5_000, 5_000, 2_000]
+    rows = np.concatenate([c.source_rows for c in chunks])
+    assert rows.tolist() == list(range(1, n + 1))
+    assert np.concatenate([c.frame["InvoiceNo"].to_numpy() for c in chunks]).astype(int).tolist() == rows.tolist()
+
+
+def test_a_line_longer_than_a_block_still_fits(tmp_path):
+    long = "X" * (300 << 10)  # 300 KiB description: longer than the 256 KiB cap
+    path = write(tmp_path, "long.csv", HEADER + "\n" + line(1) + "\n" + line(2, long) + "\n" + line(3) + "\n")
+    info = inspect_source(path)
+    assert _block_size(info, 50_000) >= 2 * info.longest_line
+    _, chunks = read_all(path)
+    assert [r[2] for r in rows_of(chunks)] == ["WHITE HANGING HEART", long, "WHITE HANGING HEART"]
 
 
 def test_malformed_lines_come_back_with_row_numbers(tmp_path):
