@@ -9,6 +9,8 @@ import time
 
 from distributed import WorkerPlugin
 
+from utils.memory import use_system_allocator
+
 NICENESS = 5  # below the driver: its loader is the run's critical path, the workers only keep ahead of it
 
 
@@ -20,6 +22,7 @@ class LocalWorker(WorkerPlugin):
       workers, workers and driver compete for the cores, while only the driver's loading is on the
       critical path: the workers need only keep the next partitions ready, and the window of
       partitions in flight lets them run ahead when the driver waits on the database;
+    * Arrow allocates with malloc, as in the `etl` process (utils.memory);
     * it exits as soon as the process that started it is gone. Dask's own guard (a pipe whose
       closing ends the worker) failed with forked workers, each inheriting the others' pipe ends,
       and a killed `etl` could leave its workers running for good."""
@@ -28,6 +31,7 @@ class LocalWorker(WorkerPlugin):
 
     def setup(self, worker) -> None:
         os.nice(NICENESS)
+        use_system_allocator()
         parent = os.getppid()
         threading.Thread(target=self._exit_with, args=(parent,), name="rdp-exit-with-parent", daemon=True).start()
 

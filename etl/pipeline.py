@@ -6,8 +6,6 @@ Every row read ends in exactly one place: a new fact, the quarantine, or "alread
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,6 +32,7 @@ from monitoring.gate import GateResult, evaluate, record
 from performance.aggregates import AGGREGATE_TABLES
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
+from utils.memory import release_memory, use_system_allocator
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -107,6 +105,7 @@ def run_etl(
     source: Source | None = None,
 ) -> RunSummary:
     """Run one ETL of `options.source` (or of an already opened `source`) into the warehouse."""
+    use_system_allocator()
     info = source or open_source(str(options.source), settings, options.reader)
     try:
         with warehouse_lock(engine, settings.database.lock_timeout_s, on_wait):
@@ -219,7 +218,7 @@ def _process(
                 pending = stager.submit(loader.load, accepted, rejected)
                 summary.rows_read += rows_read
                 del accepted, rejected
-                _release_memory()
+                release_memory()
                 if progress:
                     progress(summary.rows_read)
             if pending is not None:
@@ -260,17 +259,6 @@ def _gate_message(gate: GateResult) -> str:
         f"quality gate failed ({_failed_checks(gate)}); the run was rolled back and nothing was loaded. "
         "See python main.py quality report, fix the source, or set quality_rules.on_failure: warn"
     )
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
-
-
-def _release_memory() -> None:
-    """Hand freed memory back to the OS between chunks: pyarrow's mimalloc pool and glibc's
-    heap both keep freed blocks otherwise (about +150 MB of resident memory on the real file)."""
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
 
 
 def _batches(cleaner: Cleaner, info: Source, chunk_size: int, loader: WarehouseLoader) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int]]:

@@ -40,6 +40,7 @@ from scheduling.jobs import JobDef
 from scheduling.pidfile import PidFile
 from scheduling.runner import JobRunner, is_transient
 from utils.errors import PlatformError
+from utils.memory import release_memory
 from utils.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class Daemon:
             log.exception("job '%s' crashed the scheduler's runner; the daemon carries on", job.name)
         finally:
             self.busy = False
-            _return_free_memory()
+            release_memory()  # what the last load freed goes back to the OS
 
     def _run_in_child(self, job: JobDef, trigger: str) -> None:
         parent = os.getpid()
@@ -302,13 +303,3 @@ def _die_with(parent: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # the daemon died before the request took effect
         os._exit(1)
-
-
-def _return_free_memory() -> None:
-    """Hand memory freed by the last load back to the OS (glibc keeps it otherwise): a daemon
-    that loads every few seconds then stays ~10 MB flatter (docs/scheduling.md, benchmark)."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return
