@@ -39,26 +39,49 @@ def _mix(values: np.ndarray) -> np.ndarray:
 class DuplicateTracker:
     """Counts occurrences of each line hash across the chunks of one source.
 
-    Memory: every hash seen, as sorted uint64 runs merged like a binary counter (8 bytes a
-    line, amortised O(n log n) in all), plus a small dict for hashes seen more than once.
+    Memory: every hash seen (8 bytes a line), plus a small dict for hashes seen more than once.
+    The hashes are split into 64 buckets by their top bits and each bucket keeps sorted runs
+    merged like a binary counter (amortised O(n log n)); merging inside a bucket holds at most
+    two copies of that bucket, so a merge never needs memory in proportion to all lines seen.
     """
 
+    _SHIFT = np.uint64(58)  # 64 buckets by the top 6 bits
+    _BUCKETS = 64
+
     def __init__(self) -> None:
-        self._runs: list[np.ndarray] = []
+        self._buckets: list[list[np.ndarray]] = [[] for _ in range(self._BUCKETS)]
         self._repeats: dict[int, int] = {}
+
+    def _split(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of `hashes` ordered by bucket, and where each bucket starts among them."""
+        bucket = (hashes >> self._SHIFT).astype(np.intp)
+        order = np.argsort(bucket, kind="stable")
+        return order, np.searchsorted(bucket[order], np.arange(self._BUCKETS + 1))
 
     def _seen_before(self, hashes: np.ndarray) -> np.ndarray:
         found = np.zeros(len(hashes), dtype=bool)
-        for run in self._runs:
-            pos = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-            found |= run[pos] == hashes
+        order, starts = self._split(hashes)
+        for b, runs in enumerate(self._buckets):
+            idx = order[starts[b] : starts[b + 1]]
+            if not runs or not len(idx):
+                continue
+            part, hit = hashes[idx], np.zeros(len(idx), dtype=bool)
+            for run in runs:
+                pos = np.minimum(np.searchsorted(run, part), len(run) - 1)
+                hit |= run[pos] == part
+            found[idx] = hit
         return found
 
     def _remember(self, new: np.ndarray) -> None:
-        run = np.sort(new)
-        while self._runs and len(self._runs[-1]) <= len(run):
-            run = np.sort(np.concatenate([self._runs.pop(), run]), kind="stable")
-        self._runs.append(run)
+        order, starts = self._split(new)
+        for b, runs in enumerate(self._buckets):
+            if starts[b] == starts[b + 1]:
+                continue
+            run = np.sort(new[order[starts[b] : starts[b + 1]]])
+            while runs and len(runs[-1]) <= len(run):
+                run = np.concatenate([runs.pop(), run])
+                run.sort(kind="stable")
+            runs.append(run)
 
     def occurrences(self, hashes: np.ndarray) -> np.ndarray:
         """1 for a first occurrence, 2 for the first repeat, and so on (updates the state)."""

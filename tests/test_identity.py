@@ -100,3 +100,20 @@ def test_identity_keeps_first_hash_and_separates_repeats():
     assert DuplicateTracker.identity(h, occ).tolist() == ids.tolist()
     # and the input hashes are not modified
     assert h.tolist() == [0x8000000000000001] * 3 + [42]
+
+
+def test_tracker_merges_stay_inside_a_bucket():
+    """No sorted run holds hashes of two buckets, so a merge never copies all the lines seen."""
+    rng = np.random.default_rng(7)
+    tracker = DuplicateTracker()
+    total = 0
+    for _ in range(30):
+        chunk = rng.integers(0, np.iinfo(np.uint64).max, size=5_000, dtype=np.uint64, endpoint=True)
+        tracker.occurrences(chunk)
+        total += len(chunk)
+    runs = [run for bucket in tracker._buckets for run in bucket]
+    assert sum(len(r) for r in runs) == total  # every hash kept once
+    assert max(len(r) for r in runs) < total / 32  # about 1/64 of the lines at most, not all of them
+    for run in runs:
+        assert (run[:-1] <= run[1:]).all()  # sorted
+        assert len({int(h) >> 58 for h in run[[0, -1]]}) == 1
