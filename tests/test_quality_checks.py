@@ -286,6 +286,21 @@ def test_check_fails_on_bad_data(clean: Warehouse, case: Case) -> None:
     assert 1 <= len(found.samples) <= 5
 
 
+def test_invoice_numbers_of_six_to_eight_digits_are_valid(clean: Warehouse) -> None:
+    """Numbering past 999999 (years of history, a 50x generated extract) is valid up to eight digits."""
+
+    def change(conn: Connection) -> None:
+        keys = conn.execute(text("SELECT sales_key FROM fact_sales ORDER BY sales_key LIMIT 6")).scalars().all()
+        numbers = ["1234567", "12345678", "C1234567", "A12345678", "123456789", "C12345"]
+        for key, number in zip(keys, numbers, strict=True):
+            conn.execute(text("UPDATE fact_sales SET invoice_no = :n WHERE sales_key = :k"), {"n": number, "k": key})
+
+    result = evaluate_with(clean, strict_settings(clean.url), change)
+    found = next(r for r in result.results if r.check == "validity.fact_sales.invoice_no")
+    assert found.offending == 2
+    assert {s.split("invoice_no=")[1] for s in found.samples} == {"123456789", "C12345"}
+
+
 def test_default_thresholds_and_severities(clean: Warehouse) -> None:
     """Shipped thresholds: one odd transaction type in ten facts still passes validity (0.90 >=
     0.90); two rows without a country in twelve fail completeness (0.83 < 0.95), which blocks."""
