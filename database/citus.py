@@ -41,6 +41,9 @@ REFERENCE_TABLES = {
     "etl_quarantine": "foreign key to etl_runs; replay and rollback move its rows to and from etl_quarantine_replayed",
     "etl_quarantine_replayed": "INSERT ... SELECT to and from etl_quarantine",
     "agg_monthly_product": "small (months x products); refreshed from agg_daily_product through the coordinator",
+    "agg_monthly_sales": "one row a month; refreshed from agg_daily_customer through the coordinator",
+    "agg_customer_totals": "one row a customer version; refreshed from agg_daily_customer through the coordinator",
+    "agg_product_totals": "one row a product; refreshed from agg_monthly_product",
 }
 CO_LOCATED = {
     "agg_daily_product": "refreshed by INSERT ... SELECT ... FROM fact_sales GROUP BY f.date_key: runs on each shard",

@@ -12,6 +12,7 @@ DATA_TABLES = (
     "dim_customers", "dim_products", "dim_date", "fact_sales", "etl_quarantine",
     "dim_customers_history", "dim_products_history", "etl_quarantine_replayed",
     "agg_daily_product", "agg_daily_customer", "agg_daily_orders", "agg_monthly_product",
+    "agg_monthly_sales", "agg_customer_totals", "agg_product_totals",
 )  # fmt: skip
 
 

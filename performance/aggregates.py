@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import BigInteger, Connection, Integer, bindparam, text
+from sqlalchemy import BigInteger, Connection, Index, Integer, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from database.bulk import insert_frame, load_frame
@@ -41,10 +41,14 @@ class AggDailyProduct(Base):
 
 class AggDailyCustomer(Base):
     __tablename__ = "agg_daily_customer"
-    __table_args__ = {
-        "comment": "Per date and customer version: lines, invoices, units, revenue; joined to dim_customers it gives "
-        "sales by country, and it is the base of recency/frequency/monetary"
-    }
+    __table_args__ = (
+        # agg_customer_totals recomputes the versions a load touched from their daily rows
+        Index("ix_agg_daily_customer_customer", "customer_key"),
+        {
+            "comment": "Per date and customer version: lines, invoices, units, revenue; joined to dim_customers it gives "
+            "sales by country, and it is the base of recency/frequency/monetary"
+        },
+    )
 
     date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
     customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
@@ -75,11 +79,54 @@ class AggDailyOrders(Base):
 
 class AggMonthlyProduct(Base):
     __tablename__ = "agg_monthly_product"
-    __table_args__ = {
-        "comment": "Per month and product: agg_daily_product summed by month (about 8 times fewer rows), for product rankings"
-    }
+    __table_args__ = (
+        # agg_product_totals recomputes the products a load touched from their monthly rows
+        Index("ix_agg_monthly_product_product", "product_key"),
+        {"comment": "Per month and product: agg_daily_product summed by month (about 8 times fewer rows), for reports"},
+    )
 
     month_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMM")
+    product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
+    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
+    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
+    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
+    return_lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows of type return")
+    return_units: Mapped[int] = mapped_column(BigInteger, comment="units returned (negative)")
+    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
+
+
+class AggMonthlySales(Base):
+    __tablename__ = "agg_monthly_sales"
+    __table_args__ = {"comment": "Per month, every fact: agg_daily_customer summed by month (one row a month), for revenue by month"}
+
+    month_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMM")
+    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices (an invoice has one date and one customer)")
+    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
+    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
+    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
+    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
+
+
+class AggCustomerTotals(Base):
+    __tablename__ = "agg_customer_totals"
+    __table_args__ = {
+        "comment": "Per customer version, all dates: agg_daily_customer summed by customer version, with its last date; "
+        "for revenue by country and the recency/frequency/monetary base"
+    }
+
+    customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
+    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
+    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices")
+    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity")
+    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total")
+    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
+    last_date_key: Mapped[int] = mapped_column(Integer, comment="YYYYMMDD of the version's last fact")
+
+
+class AggProductTotals(Base):
+    __tablename__ = "agg_product_totals"
+    __table_args__ = {"comment": "Per product, all dates: agg_monthly_product summed by product, for product rankings"}
+
     product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
     lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
     units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
@@ -120,18 +167,43 @@ _MONTHLY = """
                ROUND(SUM(a.revenue), 3) AS revenue, SUM(a.return_lines) AS return_lines, SUM(a.return_units) AS return_units,
                ROUND(SUM(a.return_revenue), 3) AS return_revenue
         FROM {source} a {where} GROUP BY a.date_key / 100, a.product_key"""
+# The all-dates tables: sums of a daily or monthly table over any relation `a` with its columns.
+_ROLLUPS = {
+    "agg_monthly_sales": """
+        SELECT a.date_key / 100 AS month_key, SUM(a.invoices) AS invoices, SUM(a.lines) AS lines, SUM(a.units) AS units,
+               ROUND(SUM(a.revenue), 3) AS revenue, ROUND(SUM(a.return_revenue), 3) AS return_revenue
+        FROM {source} a {where} GROUP BY a.date_key / 100""",
+    "agg_customer_totals": """
+        SELECT a.customer_key, SUM(a.lines) AS lines, SUM(a.invoices) AS invoices, SUM(a.units) AS units,
+               ROUND(SUM(a.revenue), 3) AS revenue, ROUND(SUM(a.return_revenue), 3) AS return_revenue, MAX(a.date_key) AS last_date_key
+        FROM {source} a {where} GROUP BY a.customer_key""",
+    "agg_product_totals": """
+        SELECT a.product_key, SUM(a.lines) AS lines, SUM(a.units) AS units, ROUND(SUM(a.revenue), 3) AS revenue,
+               SUM(a.return_lines) AS return_lines, SUM(a.return_units) AS return_units, ROUND(SUM(a.return_revenue), 3) AS return_revenue
+        FROM {source} a {where} GROUP BY a.product_key""",
+}
+_ROLLUP_SOURCE = {
+    "agg_monthly_sales": "agg_daily_customer",
+    "agg_customer_totals": "agg_daily_customer",
+    "agg_product_totals": "agg_monthly_product",
+}
 _COLUMNS = {
     model.__tablename__: tuple(c.name for c in model.__table__.columns)
-    for model in (AggDailyProduct, AggDailyCustomer, AggDailyOrders, AggMonthlyProduct)
+    for model in (
+        AggDailyProduct,
+        AggDailyCustomer,
+        AggDailyOrders,
+        AggMonthlyProduct,
+        AggMonthlySales,
+        AggCustomerTotals,
+        AggProductTotals,
+    )
 }
 _REFRESH = {
     table: f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) " + select.format(where="WHERE f.date_key IN :dates")
     for table, select in _SELECT.items()
 }
-_MONTH_REFRESH = f"INSERT INTO agg_monthly_product ({', '.join(_COLUMNS['agg_monthly_product'])}) " + _MONTHLY.format(
-    source="agg_daily_product", where="WHERE a.date_key BETWEEN :first AND :last AND a.date_key / 100 IN :months"
-)
-AGGREGATE_TABLES = (*_REFRESH, "agg_monthly_product")
+AGGREGATE_TABLES = (*_REFRESH, "agg_monthly_product", *_ROLLUPS)
 
 
 def from_facts(table: str) -> str:
@@ -139,32 +211,106 @@ def from_facts(table: str) -> str:
     fact form of a query over the aggregates, with the very same definition."""
     if table == "agg_monthly_product":
         return "(" + _MONTHLY.format(source=from_facts("agg_daily_product"), where="").strip() + ")"
+    if table in _ROLLUPS:
+        return "(" + _ROLLUPS[table].format(source=from_facts(_ROLLUP_SOURCE[table]), where="").strip() + ")"
     return "(" + _SELECT[table].format(where="").strip() + ")"
 
 
 def refresh(conn: Connection, dates: Iterable[int], months: Iterable[int] = (), batch: int = 400) -> int:
-    """Recompute every daily aggregate for `dates` (YYYYMMDD), then agg_monthly_product for their
-    months and `months` (YYYYMM) in one pass; returns the number of dates refreshed."""
+    """Recompute every daily aggregate for `dates` (YYYYMMDD), then agg_monthly_product and
+    agg_monthly_sales for their months and `months` (YYYYMM), then the all-dates totals of every
+    customer version and product with a row in those months or on those dates before; returns
+    the number of dates refreshed."""
     keys = sorted({int(d) for d in dates})
+    touched = _Keys()
     for start in range(0, len(keys), batch):
         part = keys[start : start + batch]
+        touched.collect(conn, part)
         for table, insert in _REFRESH.items():
             conn.execute(
                 text(f"DELETE FROM {table} WHERE date_key IN :dates").bindparams(bindparam("dates", expanding=True)), {"dates": part}
             )
             conn.execute(text(insert).bindparams(bindparam("dates", expanding=True)), {"dates": part})
-    _refresh_months(conn, {k // 100 for k in keys} | {int(m) for m in months})
+    done = {k // 100 for k in keys} | {int(m) for m in months}
+    _refresh_months(conn, done)
+    _refresh_totals(conn, done, touched)
     return len(keys)
 
 
+def _months_filter(months: set[int]) -> tuple[str, dict]:
+    """WHERE clause on a.date_key selecting `months` (the range lets an index on date_key help)."""
+    done = sorted(months)
+    return "WHERE a.date_key BETWEEN :first AND :last AND a.date_key / 100 IN :months", {
+        "months": done,
+        "first": done[0] * 100 + 1,
+        "last": done[-1] * 100 + 31,
+    }
+
+
 def _refresh_months(conn: Connection, months: set[int]) -> None:
-    """Recompute agg_monthly_product for `months` (YYYYMM) from agg_daily_product, set-based."""
+    """Recompute agg_monthly_product and agg_monthly_sales for `months` (YYYYMM), set-based."""
     if not months:
         return
-    done = sorted(months)
-    params = {"months": done, "first": done[0] * 100 + 1, "last": done[-1] * 100 + 31}
-    conn.execute(text("DELETE FROM agg_monthly_product WHERE month_key IN :months").bindparams(bindparam("months", expanding=True)), params)
-    conn.execute(text(_MONTH_REFRESH).bindparams(bindparam("months", expanding=True)), params)
+    where, params = _months_filter(months)
+    for table, select in (("agg_monthly_product", _MONTHLY.format(source="agg_daily_product", where=where)),
+                          ("agg_monthly_sales", _ROLLUPS["agg_monthly_sales"].format(source="agg_daily_customer", where=where))):  # fmt: skip
+        delete = f"DELETE FROM {table} WHERE month_key IN :months"
+        conn.execute(text(delete).bindparams(bindparam("months", expanding=True)), params)
+        insert = f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) {select}"
+        conn.execute(text(insert).bindparams(bindparam("months", expanding=True)), params)
+
+
+class _Keys:
+    """Customer versions and products whose totals a refresh must recompute: those with rows the
+    refresh replaced (their totals may shrink or vanish) and those with rows in its months now."""
+
+    LIMIT = 5_000  # beyond this many keys, a totals table is recomputed whole (one GROUP BY)
+
+    def __init__(self) -> None:
+        self.customers: set[int] = set()
+        self.products: set[int] = set()
+
+    def collect(self, conn: Connection, dates: list[int]) -> None:
+        """Keys with daily rows on `dates` (before they are replaced)."""
+        for keys, column, table in (
+            (self.customers, "customer_key", "agg_daily_customer"),
+            (self.products, "product_key", "agg_daily_product"),
+        ):
+            sql = text(f"SELECT DISTINCT {column} FROM {table} WHERE date_key IN :dates").bindparams(bindparam("dates", expanding=True))
+            keys.update(k for (k,) in conn.execute(sql, {"dates": dates}))
+
+    def collect_months(self, conn: Connection, months: set[int]) -> None:
+        """Keys with rows in `months` (after their refresh)."""
+        where, params = _months_filter(months)
+        for keys, sql in (
+            (self.customers, f"SELECT DISTINCT a.customer_key FROM agg_daily_customer a {where}"),
+            (self.products, "SELECT DISTINCT a.product_key FROM agg_monthly_product a WHERE a.month_key IN :months"),
+        ):
+            keys.update(k for (k,) in conn.execute(text(sql).bindparams(bindparam("months", expanding=True)), params))
+
+
+def _refresh_totals(conn: Connection, months: set[int], keys: _Keys) -> None:
+    """Recompute agg_customer_totals and agg_product_totals for `keys` plus every key with a row
+    in `months`; a table is recomputed whole when that is more than _Keys.LIMIT keys. The keys
+    are read first and listed, so no statement writes one table from a subquery on another."""
+    if not months:
+        return
+    keys.collect_months(conn, months)
+    for table, column, chosen in (
+        ("agg_customer_totals", "customer_key", keys.customers),
+        ("agg_product_totals", "product_key", keys.products),
+    ):
+        columns, source = ", ".join(_COLUMNS[table]), _ROLLUP_SOURCE[table]
+        if len(chosen) > _Keys.LIMIT:
+            conn.execute(text(f"DELETE FROM {table}"))
+            conn.execute(text(f"INSERT INTO {table} ({columns}) " + _ROLLUPS[table].format(source=source, where="")))
+            continue
+        if not chosen:
+            continue
+        listed, params = bindparam("keys", expanding=True), {"keys": sorted(chosen)}
+        conn.execute(text(f"DELETE FROM {table} WHERE {column} IN :keys").bindparams(listed), params)
+        select = _ROLLUPS[table].format(source=source, where=f"WHERE a.{column} IN :keys")
+        conn.execute(text(f"INSERT INTO {table} ({columns}) {select}").bindparams(listed), params)
 
 
 class RunAggregates:

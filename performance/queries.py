@@ -1,8 +1,9 @@
 """The standard analytics queries: the questions analysts ask again and again.
 
 Each query holds its SQL in one place: over the star schema (fact_sales + dimensions) and, where
-one exists, over the aggregate tables (agg_daily_customer; agg_monthly_product for the product
-rankings), which give the same answer without scanning the fact. The service picks the aggregate form when the tables
+one exists, over the aggregate tables (agg_monthly_sales by month, agg_customer_totals per customer
+version, agg_product_totals per product: a few thousand rows each on the real file), which give
+the same answer without scanning the fact. The service picks the aggregate form when the tables
 exist and `cache.use_aggregates` is on. Both forms run on SQLite and PostgreSQL; the few
 dialect differences are `{placeholders}` filled from DIALECT_FRAGMENTS.
 
@@ -124,16 +125,14 @@ JOIN dim_date d ON d.date_key = f.date_key
 GROUP BY d.year, d.month
 ORDER BY d.year, d.month""",
             """
-SELECT d.year, d.month,
-       CAST(SUM(a.invoices) AS BIGINT) AS invoices,
-       CAST(SUM(a.lines) AS BIGINT) AS lines,
-       CAST(SUM(a.units) AS BIGINT) AS units,
-       ROUND(SUM(a.revenue), 2) AS revenue,
-       ROUND(SUM(a.return_revenue), 2) AS returns
-FROM agg_daily_customer a
-JOIN dim_date d ON d.date_key = a.date_key
-GROUP BY d.year, d.month
-ORDER BY d.year, d.month""",
+SELECT m.month_key / 100 AS year, m.month_key % 100 AS month,
+       CAST(m.invoices AS BIGINT) AS invoices,
+       CAST(m.lines AS BIGINT) AS lines,
+       CAST(m.units AS BIGINT) AS units,
+       ROUND(m.revenue, 2) AS revenue,
+       ROUND(m.return_revenue, 2) AS returns
+FROM agg_monthly_sales m
+ORDER BY m.month_key""",
         ),
         NamedQuery(
             "revenue_by_country",
@@ -158,7 +157,7 @@ SELECT c.country,
        CAST(SUM(a.units) AS BIGINT) AS units,
        ROUND(SUM(a.revenue), 2) AS revenue,
        ROUND(SUM(a.return_revenue), 2) AS returns
-FROM agg_daily_customer a
+FROM agg_customer_totals a
 JOIN dim_customers c ON c.customer_key = a.customer_key
 GROUP BY c.country
 ORDER BY SUM(a.revenue) DESC, c.country""",
@@ -177,13 +176,12 @@ WHERE p.is_merchandise
 ORDER BY s.revenue DESC, p.stock_code
 LIMIT :limit""",
             """
-SELECT p.stock_code, p.description, s.lines, s.units, s.revenue
-FROM (SELECT a.product_key, CAST(SUM(a.lines) AS BIGINT) AS lines, CAST(SUM(a.units) AS BIGINT) AS units,
-             ROUND(SUM(a.revenue), 2) AS revenue
-      FROM agg_monthly_product a GROUP BY a.product_key) s
-JOIN dim_products p ON p.product_key = s.product_key
+SELECT p.stock_code, p.description, CAST(a.lines AS BIGINT) AS lines, CAST(a.units AS BIGINT) AS units,
+       ROUND(a.revenue, 2) AS revenue
+FROM agg_product_totals a
+JOIN dim_products p ON p.product_key = a.product_key
 WHERE p.is_merchandise
-ORDER BY s.revenue DESC, p.stock_code
+ORDER BY ROUND(a.revenue, 2) DESC, p.stock_code
 LIMIT :limit""",
             (_LIMIT_TOP,),
         ),
@@ -208,10 +206,10 @@ LIMIT :limit""",
 SELECT p.stock_code, p.description, s.units_sold, s.units_returned, s.return_lines,
        CASE WHEN s.units_sold > 0 THEN ROUND(1.0 * s.units_returned / s.units_sold, 4) END AS return_rate
 FROM (SELECT a.product_key,
-             CAST(SUM(a.units) - SUM(a.return_units) AS BIGINT) AS units_sold,
-             CAST(-SUM(a.return_units) AS BIGINT) AS units_returned,
-             CAST(SUM(a.return_lines) AS BIGINT) AS return_lines
-      FROM agg_monthly_product a GROUP BY a.product_key) s
+             CAST(a.units - a.return_units AS BIGINT) AS units_sold,
+             CAST(-a.return_units AS BIGINT) AS units_returned,
+             CAST(a.return_lines AS BIGINT) AS return_lines
+      FROM agg_product_totals a) s
 JOIN dim_products p ON p.product_key = s.product_key
 WHERE p.is_merchandise AND s.units_returned > 0
 ORDER BY s.units_returned DESC, p.stock_code
@@ -239,8 +237,8 @@ JOIN dim_date r ON r.date_key = m.ref_key
 ORDER BY b.customer_id""",
             """
 WITH base AS (
-    SELECT c.customer_id, MAX(a.date_key) AS last_key, CAST(SUM(a.invoices) AS BIGINT) AS frequency, SUM(a.revenue) AS monetary
-    FROM agg_daily_customer a
+    SELECT c.customer_id, MAX(a.last_date_key) AS last_key, CAST(SUM(a.invoices) AS BIGINT) AS frequency, SUM(a.revenue) AS monetary
+    FROM agg_customer_totals a
     JOIN dim_customers c ON c.customer_key = a.customer_key
     WHERE a.customer_key <> -1
     GROUP BY c.customer_id)
@@ -254,8 +252,8 @@ ORDER BY b.customer_id""",
         NamedQuery(
             "daily_sales",
             "Daily sales of one month",
-            "Invoices, lines, units and net revenue per day of MONTH (all lines); reads fact_sales filtered on date_key, "
-            "so PostgreSQL scans only that month's partition.",
+            "Invoices, lines, units and net revenue per day of MONTH (all lines); the fact form reads fact_sales filtered "
+            "on date_key, so PostgreSQL scans only that month's partition.",
             """
 SELECT d.full_date AS day, d.day_name,
        COUNT(DISTINCT f.invoice_no) AS invoices,
@@ -267,7 +265,17 @@ JOIN dim_date d ON d.date_key = f.date_key
 WHERE f.date_key BETWEEN :start AND :end
 GROUP BY d.full_date, d.day_name
 ORDER BY d.full_date""",
-            None,
+            """
+SELECT d.full_date AS day, d.day_name,
+       CAST(SUM(a.invoices) AS BIGINT) AS invoices,
+       CAST(SUM(a.lines) AS BIGINT) AS lines,
+       CAST(SUM(a.units) AS BIGINT) AS units,
+       ROUND(SUM(a.revenue), 2) AS revenue
+FROM agg_daily_customer a
+JOIN dim_date d ON d.date_key = a.date_key
+WHERE a.date_key BETWEEN :start AND :end
+GROUP BY d.full_date, d.day_name
+ORDER BY d.full_date""",
             (_MONTH,),
         ),
     )

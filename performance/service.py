@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from config.settings import PROJECT_ROOT
 from database.errors import describe
+from performance.aggregates import AGGREGATE_TABLES
 from performance.cache import CacheUnavailable, DecodedAnswers, QueryCache, cache_key, encode_result, open_cache
 from performance.queries import LATEST_MONTH_SQL, NamedQuery, bind, get_query
 from performance.settings import CacheSettings
@@ -35,15 +36,16 @@ from utils.errors import PlatformError
 
 log = logging.getLogger(__name__)
 
+# The data version, and whether every aggregate table exists (the queries' aggregate forms need them).
 _VERSION_SQL = {
     "postgresql": "SELECT COUNT(*), COALESCE(MAX(run_id), 0), COUNT(finished_at), "
     "SUM(CASE WHEN status IN ('success', 'rolled_back') THEN 1 ELSE 0 END), "
-    "to_regclass('agg_daily_product') IS NOT NULL AND to_regclass('agg_daily_customer') IS NOT NULL "
-    "AND to_regclass('agg_daily_orders') IS NOT NULL AND to_regclass('agg_monthly_product') IS NOT NULL FROM etl_runs",
+    + " AND ".join(f"to_regclass('{t}') IS NOT NULL" for t in AGGREGATE_TABLES)
+    + " FROM etl_runs",
     "sqlite": "SELECT COUNT(*), COALESCE(MAX(run_id), 0), COUNT(finished_at), "
     "SUM(CASE WHEN status IN ('success', 'rolled_back') THEN 1 ELSE 0 END), "
     "(SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
-    "AND name IN ('agg_daily_product', 'agg_daily_customer', 'agg_daily_orders', 'agg_monthly_product')) = 4 "
+    f"AND name IN ({', '.join(repr(t) for t in AGGREGATE_TABLES)})) = {len(AGGREGATE_TABLES)} "
     "FROM etl_runs",
 }
 _TABLES_SQL = {

@@ -7,10 +7,11 @@ import csv
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from etl.generator import generate_sales
-from performance.aggregates import RunAggregates
+from performance.aggregates import RunAggregates, _Keys
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, _engine, etl_json, q
 from tests.test_versions import FIRST, SECOND
@@ -28,6 +29,16 @@ _DIRECT = {
     "agg_monthly_product": "SELECT date_key / 100, product_key, COUNT(*), SUM(quantity), SUM(line_total), "
     "SUM(CASE WHEN transaction_type = 'return' THEN 1 ELSE 0 END), SUM(CASE WHEN transaction_type = 'return' THEN quantity ELSE 0 END), "
     "SUM(CASE WHEN transaction_type = 'return' THEN line_total ELSE 0 END) FROM fact_sales GROUP BY date_key / 100, product_key",
+    # invoices: an invoice has one date and one customer version, so the daily distinct counts add up
+    "agg_monthly_sales": "SELECT date_key / 100, SUM(n), SUM(lines), SUM(units), SUM(revenue), SUM(returns) FROM ("
+    "SELECT date_key, customer_key, COUNT(DISTINCT invoice_no) AS n, COUNT(*) AS lines, SUM(quantity) AS units, SUM(line_total) AS revenue, "
+    "SUM(CASE WHEN transaction_type = 'return' THEN line_total ELSE 0 END) AS returns FROM fact_sales GROUP BY date_key, customer_key) d "
+    "GROUP BY date_key / 100",
+    "agg_customer_totals": "SELECT customer_key, COUNT(*), COUNT(DISTINCT date_key || '/' || invoice_no), SUM(quantity), SUM(line_total), "
+    "SUM(CASE WHEN transaction_type = 'return' THEN line_total ELSE 0 END), MAX(date_key) FROM fact_sales GROUP BY customer_key",
+    "agg_product_totals": "SELECT product_key, COUNT(*), SUM(quantity), SUM(line_total), SUM(CASE WHEN transaction_type = 'return' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN transaction_type = 'return' THEN quantity ELSE 0 END), SUM(CASE WHEN transaction_type = 'return' THEN line_total ELSE 0 END) "
+    "FROM fact_sales GROUP BY product_key",
 }
 _AGG = {
     "agg_daily_product": "SELECT date_key, product_key, lines, units, revenue, return_lines FROM agg_daily_product",
@@ -36,6 +47,9 @@ _AGG = {
     "adjustment_revenue FROM agg_daily_orders",
     "agg_monthly_product": "SELECT month_key, product_key, lines, units, revenue, return_lines, return_units, return_revenue "
     "FROM agg_monthly_product",
+    "agg_monthly_sales": "SELECT month_key, invoices, lines, units, revenue, return_revenue FROM agg_monthly_sales",
+    "agg_customer_totals": "SELECT customer_key, lines, invoices, units, revenue, return_revenue, last_date_key FROM agg_customer_totals",
+    "agg_product_totals": "SELECT product_key, lines, units, revenue, return_lines, return_units, return_revenue FROM agg_product_totals",
 }
 _ORDERS_OF_DAY = (
     "SELECT c.customer_id, a.orders, a.sale_units, a.sale_revenue, a.return_invoices, a.return_units, a.return_revenue, a.adjustment_revenue "
@@ -55,7 +69,9 @@ def assert_aggregates_consistent(url: str) -> None:
         assert _norm(q(url, _AGG[table])) == _norm(q(url, _DIRECT[table])), table
 
 
-def test_aggregates_follow_every_change(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("key_limit", [5_000, 0], ids=["per-key totals", "all totals recomputed"])
+def test_aggregates_follow_every_change(run_cli: Cli, warehouse_url: str, tmp_path: Path, monkeypatch, key_limit: int) -> None:
+    monkeypatch.setattr(_Keys, "LIMIT", key_limit)  # 0: every refresh with replaced rows recomputes all totals
     etl_json(run_cli, write_csv(tmp_path / "a.csv", FIRST))
     assert_aggregates_consistent(warehouse_url)
     etl_json(run_cli, write_csv(tmp_path / "b.csv", SECOND))  # moves a fact of the first load to a new customer version

@@ -23,7 +23,10 @@ from utils.urls import mask_url
 
 CITUS = {"RDP_WAREHOUSE__DISTRIBUTED": "citus"}
 DEFAULT_STATEMENTS = [
+    "SELECT create_reference_table('agg_customer_totals')",
     "SELECT create_reference_table('agg_monthly_product')",
+    "SELECT create_reference_table('agg_monthly_sales')",
+    "SELECT create_reference_table('agg_product_totals')",
     "SELECT create_reference_table('dim_customers_history')",
     "SELECT create_reference_table('dim_date')",
     "SELECT create_reference_table('dim_products_history')",
