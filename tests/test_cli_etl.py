@@ -195,6 +195,33 @@ def test_scd1_product_latest_description_and_price_win(run_cli: Cli, warehouse_u
     assert (desc, Decimal(str(price))) == ("SCOTTIE DOG BOTTLE", Decimal("5.5"))
 
 
+def test_scd1_changes_across_chunks_are_written_once_and_roll_back(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    """A known product changed in several chunks of one run ends with the run's latest values,
+    has its pre-run state saved once, and a rollback restores it; a product new in the run gets
+    its later chunks' values too."""
+
+    def sale(i: int, code: str, description: str, price: str) -> list[str]:
+        return [str(541000 + i), code, description, "1", f"2011-03-{1 + i // 10:02d} 10:{i % 60:02d}:00", price, "12345", "France"]
+
+    etl_json(run_cli, write_csv(tmp_path / "first.csv", [sale(0, "22111", "SCOTTIE DOG", "4.95")]))
+    rows = [sale(i, "85123A", "FILLER", "2.55") for i in range(1, 250)]
+    rows[10] = sale(11, "22111", "SCOTTIE DOG BOTTLE", "5.25")  # chunk 1
+    rows[150] = sale(151, "22111", "SCOTTIE DOG HOT WATER BOTTLE", "5.50")  # chunk 2
+    rows[-1] = sale(249, "85123A", "WHITE HANGING HEART", "2.95")  # new in chunk 1, its last line in chunk 3
+    summary = etl_json(run_cli, write_csv(tmp_path / "second.csv", rows), "--chunk-size", "100")
+    assert summary["dimension_changes"]["dim_products"] == {"inserted": 1, "updated": 1}
+    products = {
+        code: (d, Decimal(str(p)))
+        for code, d, p in q(warehouse_url, "SELECT stock_code, description, current_unit_price FROM dim_products")
+    }
+    assert products == {"22111": ("SCOTTIE DOG HOT WATER BOTTLE", Decimal("5.5")), "85123A": ("WHITE HANGING HEART", Decimal("2.95"))}
+    history = q(warehouse_url, "SELECT description, current_unit_price FROM dim_products_history")
+    assert [(d, Decimal(str(p))) for d, p in history] == [("SCOTTIE DOG", Decimal("4.95"))]  # saved once
+    assert run_cli("versions", "rollback", "2", "--yes").exit_code == 0
+    desc, price = q(warehouse_url, "SELECT description, current_unit_price FROM dim_products WHERE stock_code = '22111'")[0]
+    assert (desc, Decimal(str(price))) == ("SCOTTIE DOG", Decimal("4.95"))
+
+
 def test_dry_run_writes_nothing(run_cli: Cli, warehouse_url: str, extract: Path) -> None:
     summary = etl_json(run_cli, extract, "--dry-run")
     assert summary["status"] == "dry_run" and summary["rows_loaded"] == 8
