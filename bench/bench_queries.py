@@ -286,7 +286,7 @@ def load_slice(url: str, real: Path) -> None:
 
 
 def pruning(url: str) -> dict:
-    svc = service(url, CacheSettings(enabled=False))
+    svc = service(url, CacheSettings(enabled=False, use_aggregates=False))  # the fact form: reads fact_sales by date_key
     a = analyze_named(svc, "daily_sales")
     svc.close()
     svc.engine.dispose()
