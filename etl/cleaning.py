@@ -93,7 +93,9 @@ class Prepared:
 
     `accepted` holds the rows no rule has rejected so far, typed, with their line hash as
     line_id; `raw` every row's source text (the quarantine keeps it); `flags` every row's reasons
-    (one column per code); `hashes` every row's line hash, in source order."""
+    (one column per code); `hashes` every row's line hash, in source order; `invoices` a hash
+    of every row's trimmed InvoiceNo (equal lines have equal invoices: the duplicate rule's
+    spill is organised by them)."""
 
     accepted: pd.DataFrame
     raw: pd.DataFrame
@@ -101,6 +103,7 @@ class Prepared:
     flags: np.ndarray
     hashes: np.ndarray
     source_rows: np.ndarray
+    invoices: np.ndarray
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -200,7 +203,8 @@ class CleaningRules:
         flags = np.column_stack([np.asarray(v, dtype=bool) for v in reasons.values()])
         ok = ~flags.any(axis=1)
         accepted = self._accepted(t[ok], quantity[ok], price[ok], when[ok], customer[ok], hashes[ok].view(np.int64), source_rows[ok])
-        return Prepared(accepted, raw, list(reasons), flags, hashes, np.asarray(source_rows))
+        invoices = pd.util.hash_pandas_object(t["InvoiceNo"], index=False).to_numpy(dtype=np.uint64)
+        return Prepared(accepted, raw, list(reasons), flags, hashes, np.asarray(source_rows), invoices)
 
     def _accepted(self, t, quantity, price, when, customer, line_id, rows) -> pd.DataFrame:
         invoice = t["InvoiceNo"]
@@ -238,13 +242,17 @@ class Cleaner:
         self.reject_duplicates = settings.rules.reject_duplicates
         self.duplicates = DuplicateTracker()
 
+    def close(self) -> None:
+        """Delete the duplicate rule's spill file, if it made one."""
+        self.duplicates.close()
+
     def clean(self, frame: pd.DataFrame, source_rows: np.ndarray) -> CleanResult:
         """Split one chunk of raw text rows into accepted and rejected rows."""
         return self.finish(self.stateless.prepare(frame, source_rows))
 
     def finish(self, prepared: Prepared) -> CleanResult:
         """The duplicate rule and the line identities: call it for the chunks of one source in order."""
-        occurrence = self.duplicates.occurrences(prepared.hashes)
+        occurrence = self.duplicates.occurrences(prepared.hashes, prepared.invoices)
         line_id = self.duplicates.identity(prepared.hashes, occurrence)
         codes, flags = prepared.codes, prepared.flags
         ok = ~flags.any(axis=1)

@@ -8,6 +8,11 @@ the same file or from an overlapping extract, yields the same identities.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import BinaryIO
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -36,13 +41,12 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return z & _MASK
 
 
-class DuplicateTracker:
-    """Counts occurrences of each line hash across the chunks of one source.
+class HashSet:
+    """A set of uint64 hashes in numpy arrays (8 bytes each).
 
-    Memory: every hash seen (8 bytes a line), plus a small dict for hashes seen more than once.
     The hashes are split into 64 buckets by their top bits and each bucket keeps sorted runs
     merged like a binary counter (amortised O(n log n)); merging inside a bucket holds at most
-    two copies of that bucket, so a merge never needs memory in proportion to all lines seen.
+    two copies of that bucket, so a merge never needs memory in proportion to the whole set.
     """
 
     _SHIFT = np.uint64(58)  # 64 buckets by the top 6 bits
@@ -50,7 +54,7 @@ class DuplicateTracker:
 
     def __init__(self) -> None:
         self._buckets: list[list[np.ndarray]] = [[] for _ in range(self._BUCKETS)]
-        self._repeats: dict[int, int] = {}
+        self.size = 0
 
     def _split(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions of `hashes` ordered by bucket, and where each bucket starts among them."""
@@ -58,8 +62,10 @@ class DuplicateTracker:
         order = np.argsort(bucket, kind="stable")
         return order, np.searchsorted(bucket[order], np.arange(self._BUCKETS + 1))
 
-    def _seen_before(self, hashes: np.ndarray) -> np.ndarray:
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
         found = np.zeros(len(hashes), dtype=bool)
+        if not self.size:
+            return found
         order, starts = self._split(hashes)
         for b, runs in enumerate(self._buckets):
             idx = order[starts[b] : starts[b + 1]]
@@ -72,7 +78,8 @@ class DuplicateTracker:
             found[idx] = hit
         return found
 
-    def _remember(self, new: np.ndarray) -> None:
+    def add(self, new: np.ndarray) -> None:
+        """Add hashes not in the set yet (the caller checks; a repeat would only waste space)."""
         order, starts = self._split(new)
         for b, runs in enumerate(self._buckets):
             if starts[b] == starts[b + 1]:
@@ -82,19 +89,106 @@ class DuplicateTracker:
                 run = np.concatenate([runs.pop(), run])
                 run.sort(kind="stable")
             runs.append(run)
+        self.size += len(new)
 
-    def occurrences(self, hashes: np.ndarray) -> np.ndarray:
+
+@dataclass
+class _SpillRun:
+    """Line hashes of one spill, grouped by invoice in the spill file: the lines of invoices[i]
+    are at base + 8 * starts[i] up to base + 8 * starts[i + 1]."""
+
+    invoices: np.ndarray  # sorted, unique
+    starts: np.ndarray  # int64, len(invoices) + 1
+    base: int
+
+
+class DuplicateTracker:
+    """Counts occurrences of each line hash across the chunks of one source.
+
+    Without invoices, every hash seen stays in memory (8 bytes a line). With the invoice of
+    each line (`occurrences(hashes, invoices)`), memory is bounded: the line hashes of the last
+    `window` first occurrences stay in memory, older ones are spilled to a temporary file
+    grouped by invoice. Equal lines have equal invoice numbers, so a line is looked up on disk
+    only when its invoice has spilled lines: in an extract in time order, almost never; in
+    extracts that repeat earlier ones, one read per repeated invoice. Hashes seen more than
+    once are counted in a small dict.
+    """
+
+    def __init__(self, window: int = 250_000, folder: str | None = None) -> None:
+        self.window = window
+        self._folder = folder
+        self._recent = HashSet()
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (invoices, hashes) of the window
+        self._spilled_invoices = HashSet()
+        self._runs: list[_SpillRun] = []
+        self._file: BinaryIO | None = None
+        self._repeats: dict[int, int] = {}
+
+    def occurrences(self, hashes: np.ndarray, invoices: np.ndarray | None = None) -> np.ndarray:
         """1 for a first occurrence, 2 for the first repeat, and so on (updates the state)."""
         occ = np.ones(len(hashes), dtype=np.int64)
-        repeat = pd.Series(hashes).duplicated().to_numpy() | self._seen_before(hashes)
+        repeat = pd.Series(hashes).duplicated().to_numpy() | self._recent.contains(hashes)
+        if self._runs and invoices is not None:
+            maybe = ~repeat & self._spilled_invoices.contains(invoices)
+            if maybe.any():
+                repeat[maybe] = self._on_disk(hashes[maybe], invoices[maybe])
         for i in np.flatnonzero(repeat).tolist():
             h = int(hashes[i])
             count = self._repeats.get(h, 1) + 1
             self._repeats[h] = count
             occ[i] = count
-        if (~repeat).any():
-            self._remember(hashes[~repeat])
+        new = ~repeat
+        if new.any():
+            self._recent.add(hashes[new])
+            if invoices is not None:
+                self._pairs.append((invoices[new], hashes[new]))
+                if self._recent.size > self.window:
+                    self._spill()
         return occ
+
+    def _spill(self) -> None:
+        """Move the window's hashes to the spill file, grouped by invoice."""
+        invoices = np.concatenate([i for i, _ in self._pairs])
+        hashes = np.concatenate([h for _, h in self._pairs])
+        self._pairs, self._recent = [], HashSet()
+        order = np.lexsort((hashes, invoices))
+        invoices, hashes = invoices[order], hashes[order]
+        unique, first = np.unique(invoices, return_index=True)
+        if self._file is None:
+            # lives as long as the tracker (one source); deleted by close() or when collected
+            self._file = tempfile.TemporaryFile(prefix="rdp-duplicates-", dir=self._folder)  # noqa: SIM115
+        base = self._file.seek(0, os.SEEK_END)
+        self._file.write(hashes.tobytes())
+        self._runs.append(_SpillRun(unique, np.append(first, len(hashes)).astype(np.int64), base))
+        self._spilled_invoices.add(unique[~self._spilled_invoices.contains(unique)])
+
+    def _on_disk(self, hashes: np.ndarray, invoices: np.ndarray) -> np.ndarray:
+        """Which `hashes` are in the spill file (their invoices have spilled lines): one read
+        per (spill, invoice) asked."""
+        found = np.zeros(len(hashes), dtype=bool)
+        if self._file is None:
+            return found
+        self._file.flush()
+        fd = self._file.fileno()
+        for run in self._runs:
+            pos = np.searchsorted(run.invoices, invoices)
+            asked = np.flatnonzero(pos < len(run.invoices))
+            asked = asked[run.invoices[pos[asked]] == invoices[asked]]
+            if not len(asked):
+                continue
+            asked = asked[np.argsort(pos[asked], kind="stable")]
+            groups, first = np.unique(pos[asked], return_index=True)
+            for p, lines in zip(groups.tolist(), np.split(asked, first[1:]), strict=True):
+                lo, hi = int(run.starts[p]), int(run.starts[p + 1])
+                block = np.frombuffer(os.pread(fd, 8 * (hi - lo), run.base + 8 * lo), dtype=np.uint64)
+                found[lines] |= np.isin(hashes[lines], block)
+        return found
+
+    def close(self) -> None:
+        """Delete the spill file (also done when the tracker is garbage-collected)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     @staticmethod
     def identity(hashes: np.ndarray, occurrence: np.ndarray) -> np.ndarray:

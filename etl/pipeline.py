@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -203,9 +204,8 @@ def _process(
     started,
     wall: float,
 ) -> None:
-    cleaner = Cleaner(settings)
     chunk_size = options.chunk_size or settings.etl.chunk_size
-    with write_transaction(engine, settings.database.lock_timeout_s) as (conn, trans):
+    with closing(Cleaner(settings)) as cleaner, write_transaction(engine, settings.database.lock_timeout_s) as (conn, trans):
         loader = WarehouseLoader(conn, summary.run_id)
         loader.prepare()
         # Staging (database I/O) of chunk n overlaps reading and cleaning of chunk n+1; at most

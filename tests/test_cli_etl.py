@@ -222,6 +222,26 @@ def test_scd1_changes_across_chunks_are_written_once_and_roll_back(run_cli: Cli,
     assert (desc, Decimal(str(price))) == ("SCOTTIE DOG", Decimal("4.95"))
 
 
+def test_duplicates_found_after_the_tracker_spilled(run_cli: Cli, warehouse_url: str, tmp_path: Path, monkeypatch) -> None:
+    """Two extracts concatenated: the second half repeats lines the duplicate rule spilled to
+    disk long before (a window of 50 lines here, 250,000 by default)."""
+    from functools import partial
+
+    from etl import cleaning
+    from etl.identity import DuplicateTracker
+
+    monkeypatch.setattr(cleaning, "DuplicateTracker", partial(DuplicateTracker, window=50))
+    lines = [
+        [str(540000 + i // 5), f"2{i:04d}", "ITEM", "1", f"2011-02-{1 + i % 28:02d} 10:00:00", "1.25", "12345", "France"]
+        for i in range(300)
+    ]
+    summary = etl_json(run_cli, write_csv(tmp_path / "twice.csv", lines + lines[:120] + lines[250:]), "--chunk-size", "100")
+    assert (summary["rows_read"], summary["rows_loaded"]) == (470, 300)
+    assert summary["quarantine_by_reason"] == {"duplicate": 170}
+    rows = q(warehouse_url, "SELECT source_row FROM etl_quarantine ORDER BY source_row")
+    assert [r[0] for r in rows] == list(range(301, 471))
+
+
 def test_dry_run_writes_nothing(run_cli: Cli, warehouse_url: str, extract: Path) -> None:
     summary = etl_json(run_cli, extract, "--dry-run")
     assert summary["status"] == "dry_run" and summary["rows_loaded"] == 8

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from etl.columns import SOURCE_COLUMNS
-from etl.identity import DuplicateTracker, line_identity
+from etl.identity import DuplicateTracker, _mix, line_identity
 
 ROW = ["536365", "85123A", "WHITE HANGING HEART", "6", "2010-12-01 08:26:00", "2550", "17850", "United Kingdom"]
 
@@ -111,9 +111,55 @@ def test_tracker_merges_stay_inside_a_bucket():
         chunk = rng.integers(0, np.iinfo(np.uint64).max, size=5_000, dtype=np.uint64, endpoint=True)
         tracker.occurrences(chunk)
         total += len(chunk)
-    runs = [run for bucket in tracker._buckets for run in bucket]
+    runs = [run for bucket in tracker._recent._buckets for run in bucket]
     assert sum(len(r) for r in runs) == total  # every hash kept once
     assert max(len(r) for r in runs) < total / 32  # about 1/64 of the lines at most, not all of them
     for run in runs:
         assert (run[:-1] <= run[1:]).all()  # sorted
         assert len({int(h) >> 58 for h in run[[0, -1]]}) == 1
+
+
+def _invoice_of(hashes: np.ndarray) -> np.ndarray:
+    """A stand-in invoice per line: equal lines have equal invoices (about 20 lines an invoice)."""
+    return _mix(hashes % np.uint64(997))
+
+
+@pytest.mark.parametrize("window", [50, 700, 10**9], ids=["spills often", "spills", "never spills"])
+def test_spilling_tracker_counts_like_a_counter(window: int) -> None:
+    """Lines repeated within a chunk, from the chunk before and from long spilled chunks
+    are all found, whatever the window."""
+    rng = np.random.default_rng(42)
+    tracker = DuplicateTracker(window=window)
+    counter: Counter[int] = Counter()
+    history: list[np.ndarray] = []
+    for i in range(60):
+        chunk = rng.integers(0, np.iinfo(np.uint64).max, size=int(rng.integers(1, 300)), dtype=np.uint64, endpoint=True)
+        if history:
+            old = np.concatenate(history[: max(1, len(history) - 5)])  # lines spilled long ago
+            recent = history[-1]
+            chunk[:10] = old[rng.integers(0, len(old), size=10)][: len(chunk[:10])]
+            chunk[-5:] = recent[rng.integers(0, len(recent), size=5)][: len(chunk[-5:])]
+        chunk[-1] = chunk[0]
+        rng.shuffle(chunk)
+        expected = []
+        for h in chunk.tolist():
+            counter[h] += 1
+            expected.append(counter[h])
+        assert tracker.occurrences(chunk, _invoice_of(chunk)).tolist() == expected, f"chunk {i}"
+        history.append(chunk)
+        assert tracker._recent.size <= window + len(chunk)  # the memory bound
+    assert sum(c > 1 for c in counter.values()) > 200
+    spilled = 0 if tracker._file is None else tracker._file.seek(0, 2) // 8
+    assert spilled + tracker._recent.size == sum(1 for _ in counter)  # every distinct line kept once
+    assert (window < 10**9) == bool(tracker._runs)
+    tracker.close()
+
+
+def test_spill_file_is_deleted_on_close(tmp_path) -> None:
+    tracker = DuplicateTracker(window=10, folder=str(tmp_path))
+    hashes = np.arange(1, 100, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    tracker.occurrences(hashes, _invoice_of(hashes))
+    spill = tracker._file
+    assert tracker._runs and spill is not None and not spill.closed
+    tracker.close()
+    assert spill.closed and list(tmp_path.iterdir()) == []  # an unnamed temporary file: nothing left behind
