@@ -52,7 +52,7 @@ def _show(report, fmt: str) -> None:
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
     else:
-        out = click.get_text_stream("stdout")
+        out = sys.stdout  # where click.echo writes (the test runner swaps it)
         # Not a terminal (a pipe, a file): no width to fit, so nothing is folded.
         console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 400)
         console.print(to_table(report))
