@@ -149,7 +149,11 @@ def test_a_run_starts_and_closes_its_own_local_cluster(tmp_path: Path) -> None:
     source = generate_sales(tmp_path / "sales.csv", 1000, 5).path
     summary = etl(f"sqlite:///{tmp_path / 'w.db'}", source, "--engine", "dask", "--chunk-size", CHUNK)
     assert (summary["status"], summary["engine"]) == ("success", "dask (local cluster, 2 worker threads)")
-    assert summary["timings"]["worker_clean"] > 0
+    timings = summary["timings"]
+    assert "cluster_start" in timings  # this run started the cluster (0 when the run ended before it was up)
+    # Partitions are cleaned by the workers, or by the driver while the cluster is still starting
+    # (on a loaded machine a small source can be done before it is up): either way, cleaned.
+    assert timings.get("worker_clean", 0) + timings.get("driver_clean", 0) > 0
 
 
 def test_engine_setting_chooses_dask(tmp_path: Path, scheduler: str) -> None:
