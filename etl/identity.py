@@ -159,6 +159,7 @@ class DuplicateTracker:
             self._file = tempfile.TemporaryFile(prefix="rdp-duplicates-", dir=self._folder)  # noqa: SIM115
         base = self._file.seek(0, os.SEEK_END)
         self._file.write(hashes.tobytes())
+        self._file.flush()  # read back with os.pread, below the file object's buffer
         self._runs.append(_SpillRun(unique, np.append(first, len(hashes)).astype(np.int64), base))
         self._spilled_invoices.add(unique[~self._spilled_invoices.contains(unique)])
 
@@ -168,7 +169,6 @@ class DuplicateTracker:
         found = np.zeros(len(hashes), dtype=bool)
         if self._file is None:
             return found
-        self._file.flush()
         fd = self._file.fileno()
         for run in self._runs:
             pos = np.searchsorted(run.invoices, invoices)

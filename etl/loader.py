@@ -303,8 +303,10 @@ class WarehouseLoader:
             self.pending_products = latest_products(changes)
         if not known.all():
             self._write_products(candidates[~known])
+            # Only the keys just made (keys only grow), not every product the run created so far.
             rows = self.conn.execute(
-                text("SELECT stock_code, product_key FROM dim_products WHERE created_run_id = :run"), {"run": self.run_id}
+                text("SELECT stock_code, product_key FROM dim_products WHERE created_run_id = :run AND product_key > :seen"),
+                {"run": self.run_id, "seen": max(self.product_keys.values(), default=0)},
             )
             self.product_keys.update(dict(rows.all()))
 
@@ -312,7 +314,7 @@ class WarehouseLoader:
         """The run's latest description and price of every product known before its chunk (SCD1)."""
         if not self.pending_products.empty:
             self._write_products(self.pending_products)
-            self.pending_products = pd.DataFrame(columns=_PRODUCT_SOURCE)
+            self.pending_products = self.pending_products.iloc[:0]
 
     def _write_products(self, candidates: pd.DataFrame) -> None:
         staged = candidates.assign(unit_price=candidates["unit_price_milli"] / PRICE_SCALE)

@@ -25,12 +25,9 @@ from database.models import MONEY, Base
 from etl.identity import DuplicateTracker
 
 
-class AggDailyProduct(Base):
-    __tablename__ = "agg_daily_product"
-    __table_args__ = {"comment": "Per date and product: lines, units and revenue, split into sales and returns"}
+class _ProductSums:
+    """The sums every product aggregate holds (declared once; columns follow the table's keys)."""
 
-    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
-    product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
     lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
     units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
     revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
@@ -39,7 +36,25 @@ class AggDailyProduct(Base):
     return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
-class AggDailyCustomer(Base):
+class _CustomerSums:
+    """The sums every customer and all-sales aggregate holds (columns follow the table's own)."""
+
+    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
+    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices (an invoice has one date and one customer)")
+    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
+    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
+    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
+
+
+class AggDailyProduct(_ProductSums, Base):
+    __tablename__ = "agg_daily_product"
+    __table_args__ = {"comment": "Per date and product: lines, units and revenue, split into sales and returns"}
+
+    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
+    product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
+
+
+class AggDailyCustomer(_CustomerSums, Base):
     __tablename__ = "agg_daily_customer"
     __table_args__ = (
         # agg_customer_totals recomputes the versions a load touched from their daily rows
@@ -52,11 +67,6 @@ class AggDailyCustomer(Base):
 
     date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
     customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
-    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
-    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices (an invoice has one date and one customer)")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
 class AggDailyOrders(Base):
@@ -77,7 +87,7 @@ class AggDailyOrders(Base):
     adjustment_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of bad-debt adjustment lines")
 
 
-class AggMonthlyProduct(Base):
+class AggMonthlyProduct(_ProductSums, Base):
     __tablename__ = "agg_monthly_product"
     __table_args__ = (
         # agg_product_totals recomputes the products a load touched from their monthly rows
@@ -87,27 +97,16 @@ class AggMonthlyProduct(Base):
 
     month_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMM")
     product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
-    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
-    return_lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows of type return")
-    return_units: Mapped[int] = mapped_column(BigInteger, comment="units returned (negative)")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
-class AggMonthlySales(Base):
+class AggMonthlySales(_CustomerSums, Base):
     __tablename__ = "agg_monthly_sales"
     __table_args__ = {"comment": "Per month, every fact: agg_daily_customer summed by month (one row a month), for revenue by month"}
 
     month_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMM")
-    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices (an invoice has one date and one customer)")
-    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
-class AggCustomerTotals(Base):
+class AggCustomerTotals(_CustomerSums, Base):
     __tablename__ = "agg_customer_totals"
     __table_args__ = {
         "comment": "Per customer version, all dates: agg_daily_customer summed by customer version, with its last date; "
@@ -115,25 +114,14 @@ class AggCustomerTotals(Base):
     }
 
     customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
-    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
-    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
     last_date_key: Mapped[int] = mapped_column(Integer, comment="YYYYMMDD of the version's last fact")
 
 
-class AggProductTotals(Base):
+class AggProductTotals(_ProductSums, Base):
     __tablename__ = "agg_product_totals"
     __table_args__ = {"comment": "Per product, all dates: agg_monthly_product summed by product, for product rankings"}
 
     product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
-    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
-    return_lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows of type return")
-    return_units: Mapped[int] = mapped_column(BigInteger, comment="units returned (negative)")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
 
 # ROUND(..., 3): SQLite sums REALs in binary floating point; rounding gives back the exact
@@ -170,12 +158,12 @@ _MONTHLY = """
 # The all-dates tables: sums of a daily or monthly table over any relation `a` with its columns.
 _ROLLUPS = {
     "agg_monthly_sales": """
-        SELECT a.date_key / 100 AS month_key, SUM(a.invoices) AS invoices, SUM(a.lines) AS lines, SUM(a.units) AS units,
+        SELECT a.date_key / 100 AS month_key, SUM(a.lines) AS lines, SUM(a.invoices) AS invoices, SUM(a.units) AS units,
                ROUND(SUM(a.revenue), 3) AS revenue, ROUND(SUM(a.return_revenue), 3) AS return_revenue
         FROM {source} a {where} GROUP BY a.date_key / 100""",
     "agg_customer_totals": """
-        SELECT a.customer_key, SUM(a.lines) AS lines, SUM(a.invoices) AS invoices, SUM(a.units) AS units,
-               ROUND(SUM(a.revenue), 3) AS revenue, ROUND(SUM(a.return_revenue), 3) AS return_revenue, MAX(a.date_key) AS last_date_key
+        SELECT a.customer_key, MAX(a.date_key) AS last_date_key, SUM(a.lines) AS lines, SUM(a.invoices) AS invoices,
+               SUM(a.units) AS units, ROUND(SUM(a.revenue), 3) AS revenue, ROUND(SUM(a.return_revenue), 3) AS return_revenue
         FROM {source} a {where} GROUP BY a.customer_key""",
     "agg_product_totals": """
         SELECT a.product_key, SUM(a.lines) AS lines, SUM(a.units) AS units, ROUND(SUM(a.revenue), 3) AS revenue,
