@@ -218,6 +218,7 @@ class WarehouseLoader:
         with self.timed("aggregates"):
             recompute = set(np.intersect1d(list(self.touched_dates), self.preexisting_dates).tolist()) | moved_dates
             self.aggregates.flush(self.conn)
+            self.aggregates.close()
             refresh_aggregates(self.conn, recompute, months={d // 100 for d in self.aggregates.dates_written})
         with self.timed("dim_products"):
             row = self.conn.execute(

@@ -301,6 +301,9 @@ def _refresh_totals(conn: Connection, months: set[int], keys: _Keys) -> None:
         conn.execute(text(f"INSERT INTO {table} ({columns}) {select}").bindparams(listed), params)
 
 
+COUNTED_WINDOW = 250_000  # invoice keys kept in memory by a run's aggregates (8 bytes each)
+
+
 class RunAggregates:
     """One run's new facts, aggregated chunk by chunk and added to the aggregate tables every
     `flush_every` chunks, so memory follows the chunk size and not the run's size.
@@ -308,7 +311,7 @@ class RunAggregates:
     Dates in `skip_dates` (they held facts before the run) are left out: the loader recomputes
     them from fact_sales at the end. Sums are added to the stored rows; invoice counts are
     distinct counts, so an invoice is counted once per (date, customer version) and kind, in
-    whichever flush sees it first (a run-long set of 8-byte hashes of the invoices counted).
+    whichever flush sees it first (a run-long set of the invoices counted, spilled by date).
     """
 
     def __init__(self, skip_dates: np.ndarray | None = None, flush_every: int = 4) -> None:
@@ -317,8 +320,14 @@ class RunAggregates:
         self._products: list[pd.DataFrame] = []
         self._customers: list[pd.DataFrame] = []
         self._invoices: list[pd.DataFrame] = []
-        self._counted = DuplicateTracker()  # hashes of (date, customer, invoice, kind) already counted
+        # Hashes of (date, customer, invoice, kind) already counted, grouped by date: beyond the
+        # tracker's window they go to its spill file, read back only for dates counted before.
+        self._counted = DuplicateTracker(window=COUNTED_WINDOW)
         self.dates_written: set[int] = set()
+
+    def close(self) -> None:
+        """Delete the spill file of the invoices counted, if there is one."""
+        self._counted.close()
 
     def add(self, conn: Connection, facts: pd.DataFrame) -> None:
         """Fold in a chunk of facts (date_key, product_key, customer_key, invoice_no, quantity,
@@ -387,6 +396,7 @@ class RunAggregates:
         not counted by an earlier flush."""
         base = pd.util.hash_pandas_object(invoices[_INVOICE_KEY], index=False).to_numpy(dtype=np.uint64)
         counts = invoices[_CUSTOMER_KEY].copy()
+        dates = invoices["date_key"].to_numpy(dtype=np.uint64)
         for column, salt, member in (
             ("invoices", 1, np.ones(len(invoices), dtype=bool)),
             ("orders", 2, invoices["sale"].to_numpy(dtype=bool)),
@@ -394,7 +404,7 @@ class RunAggregates:
         ):
             new = np.zeros(len(invoices), dtype=np.int64)
             keys = base[member] ^ np.uint64(salt)
-            new[member] = self._counted.occurrences(keys) == 1
+            new[member] = self._counted.occurrences(keys, dates[member]) == 1
             counts[column] = new
         return counts.groupby(_CUSTOMER_KEY, as_index=False).sum()
 

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from etl.generator import generate_sales
-from performance.aggregates import RunAggregates, _Keys
+from performance import aggregates
+from performance.aggregates import COUNTED_WINDOW, RunAggregates, _Keys
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, _engine, etl_json, q
 from tests.test_versions import FIRST, SECOND
@@ -171,9 +172,14 @@ def test_orders_aggregate_through_overlap_replay_and_rollback(run_cli: Cli, ware
     assert _orders_of(warehouse_url, 20101201)[3] == ("17850", 1, 12, Decimal("35.64"), 0, 0, Decimal("0"), Decimal("0"))
 
 
-def test_aggregates_added_flush_by_flush_count_each_invoice_once(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("window", [COUNTED_WINDOW, 40], ids=["in memory", "spilled by date"])
+def test_aggregates_added_flush_by_flush_count_each_invoice_once(
+    run_cli: Cli, warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
     """A load adds its sums to the aggregate tables every few chunks: invoices whose lines fall
-    in two flushes are still counted once per day and customer, sums stay exact."""
+    in two flushes are still counted once per day and customer, sums stay exact, also when the
+    invoices counted earlier are in the spill file."""
+    monkeypatch.setattr(aggregates, "COUNTED_WINDOW", window)
     source = generate_sales(tmp_path / "g.csv", 3_000, seed=5).path
     chunk, flush_every = 100, RunAggregates().flush_every
     with source.open(newline="") as fh:

@@ -163,3 +163,27 @@ def test_spill_file_is_deleted_on_close(tmp_path) -> None:
     assert tracker._runs and spill is not None and not spill.closed
     tracker.close()
     assert spill.closed and list(tmp_path.iterdir()) == []  # an unnamed temporary file: nothing left behind
+
+
+def test_invoices_that_fold_alike_are_told_apart_by_the_line() -> None:
+    """The spill index keeps invoices as 32-bit folds: two invoices with the same fold only cost
+    a read of the spill file; lines of the one are never taken for repeats of the other's."""
+    a, b = np.uint64(0x0000000100000002), np.uint64(0x0000000200000001)  # both fold to 3
+    tracker = DuplicateTracker(window=2)
+    first = np.array([11, 12, 13], dtype=np.uint64)
+    assert tracker.occurrences(first, np.array([a, a, a], dtype=np.uint64)).tolist() == [1, 1, 1]
+    assert tracker._runs  # spilled
+    other = np.array([21, 11, 22], dtype=np.uint64)  # 11 repeats a line of invoice a
+    assert tracker.occurrences(other, np.array([b, a, b], dtype=np.uint64)).tolist() == [1, 2, 1]
+    assert tracker.occurrences(np.array([11, 12], dtype=np.uint64), np.array([a, a], dtype=np.uint64)).tolist() == [3, 2]
+    tracker.close()
+
+
+def test_repeat_counts_stay_exact_in_compact_arrays() -> None:
+    """Counts of repeated lines live in two sorted arrays (12 bytes a line), not a dict."""
+    tracker = DuplicateTracker()
+    hashes = np.array([7, 7, 7, 3, 9, 3], dtype=np.uint64)
+    assert tracker.occurrences(hashes).tolist() == [1, 2, 3, 1, 1, 2]
+    assert tracker.occurrences(np.array([3, 7, 5, 3], dtype=np.uint64)).tolist() == [3, 4, 1, 4]
+    assert tracker._repeats.keys.tolist() == [3, 7] and tracker._repeats.counts.tolist() == [4, 4]
+    assert tracker._repeats.keys.dtype == np.uint64 and tracker._repeats.counts.dtype == np.uint32
