@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, bindparam, text
 
 from database.bulk import load_frame
@@ -298,7 +300,7 @@ class WarehouseLoader:
         candidates = latest_products(fresh[_PRODUCT_SOURCE])
         if candidates.empty:
             return
-        known = candidates["stock_code"].isin(self.product_keys.keys()).to_numpy()
+        known = is_in(candidates["stock_code"], self.product_keys)
         if known.any():
             changes = candidates[known] if self.pending_products.empty else pd.concat([self.pending_products, candidates[known]])
             self.pending_products = latest_products(changes)
@@ -378,12 +380,12 @@ class WarehouseLoader:
     def _count_cache_hits(self, fresh: pd.DataFrame) -> None:
         """Key lookups of a chunk answered by the cache as it was before the chunk (misses are
         keys the chunk first had to write and read back)."""
-        known_customers = set(self.versions["customer_id"]) if not self.versions.empty else set()
+        known_customers = self.versions["customer_id"].unique() if not self.versions.empty else []
         with_customer = fresh["customer_id"].notna()
         for name, lookups, hits in (
-            ("products", len(fresh), int(fresh["stock_code"].isin(self.product_keys.keys()).sum())),
+            ("products", len(fresh), int(is_in(fresh["stock_code"], self.product_keys).sum())),
             ("dates", len(fresh), int(fresh["date_key"].isin(self.date_keys).sum())),
-            ("customers", int(with_customer.sum()), int(fresh.loc[with_customer, "customer_id"].isin(known_customers).sum())),
+            ("customers", int(with_customer.sum()), int(is_in(fresh.loc[with_customer, "customer_id"], known_customers).sum())),
         ):
             stats = self.counts.key_cache.setdefault(name, {"lookups": 0, "hits": 0})
             stats["lookups"] += lookups
@@ -416,6 +418,16 @@ class WarehouseLoader:
         )  # fmt: skip
         keys.loc[matched["index"].to_numpy()] = matched["customer_key"].to_numpy(dtype="float64")
         return keys
+
+
+def is_in(values: pd.Series, pool: Iterable[str]) -> np.ndarray:
+    """values.isin(pool) for a text column. pandas turns every member of the pool into an Arrow
+    scalar on each call (20 ms for 4,000 stock codes, twice a chunk); Arrow's is_in takes an array."""
+    arrow = pa.array(values, from_pandas=True)
+    if pa.types.is_null(arrow.type):  # no values at all
+        return np.zeros(len(values), dtype=bool)
+    members = pa.array(list(pool), type=pa.string()).cast(arrow.type)
+    return pc.is_in(arrow, value_set=members).to_numpy(zero_copy_only=False)
 
 
 def _isin_sorted(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.loader import first_countries, latest_products
+from etl.loader import first_countries, is_in, latest_products
 from etl.transformation import Version, as_date, date_rows, first_appearances, plan_customer, plan_customers
 
 # --- date dimension -----------------------------------------------------------------------------
@@ -263,3 +263,12 @@ def test_first_countries_first_time_per_customer_and_country():
         ("2", "UK", pd.Timestamp(T2), 5),  # equal times: the earlier row wins
     ]
     assert out["transaction_datetime"].is_monotonic_increasing
+
+
+def test_is_in_matches_pandas_isin_for_text_columns() -> None:
+    """The loader's membership test for stock codes and customers answers like Series.isin."""
+    values = pd.Series(["85123A", None, "POST", "85123a", "", "22423"], dtype="str")
+    pool = {"85123A": 1, "POST": 2, "": 3}
+    assert is_in(values, pool).tolist() == values.isin(list(pool)).tolist() == [True, False, True, False, True, False]
+    assert is_in(values, []).tolist() == [False] * 6
+    assert is_in(pd.Series([None, None], dtype=object), ["POST"]).tolist() == [False, False]
