@@ -40,7 +40,8 @@ def _driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
             cursor.close()
 
 
-def _arrow(frame: pd.DataFrame) -> pa.Table:
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """`frame` as the Arrow table both load paths send (timestamps as text in one fixed form)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     for i, field in enumerate(table.schema):
         if pa.types.is_timestamp(field.type):
@@ -50,18 +51,15 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     return table
 
 
-def copy_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:
-    """COPY `frame` into `table` (PostgreSQL); columns by name. Returns rows copied."""
-    if frame.empty:
-        return 0
+def _copy(conn: Connection, table: str, data: pa.Table) -> None:
+    """COPY `data` into `table` (PostgreSQL); columns by name."""
     buf = io.BytesIO()
-    pacsv.write_csv(_arrow(frame), buf, write_options=pacsv.WriteOptions(include_header=False))
+    pacsv.write_csv(data, buf, write_options=pacsv.WriteOptions(include_header=False))
     buf.seek(0)
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    columns = ", ".join(f'"{c}"' for c in data.column_names)
     sql = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
     with _driver_cursor(conn, sql) as cursor, _driver_chain_to_log():
-        cursor.copy_expert(sql, buf)
-    return len(frame)
+        cursor.copy_expert(sql, buf, size=1 << 20)
 
 
 @contextmanager
@@ -82,12 +80,16 @@ def insert_frame(conn: Connection, table: str, frame: pd.DataFrame, suffix: str 
     ON CONFLICT clause. Returns rows inserted."""
     if frame.empty:
         return 0
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
-    marks = ", ".join("?" for _ in frame.columns)
+    _insert(conn, table, to_arrow(frame), suffix)
+    return len(frame)
+
+
+def _insert(conn: Connection, table: str, data: pa.Table, suffix: str = "") -> None:
+    columns = ", ".join(f'"{c}"' for c in data.column_names)
+    marks = ", ".join("?" for _ in data.column_names)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({marks}) {suffix}".rstrip()
     with _driver_cursor(conn, sql) as cursor:
-        cursor.executemany(sql, _rows(_arrow(frame)))
-    return len(frame)
+        cursor.executemany(sql, _rows(data))
 
 
 def _rows(table: pa.Table, batch: int = 5_000) -> Iterator[tuple]:
@@ -97,8 +99,20 @@ def _rows(table: pa.Table, batch: int = 5_000) -> Iterator[tuple]:
         yield from zip(*(col.to_pylist() for col in part.columns), strict=True)
 
 
+def load_arrow(conn: Connection, table: str, data: pa.Table) -> int:
+    """Bulk-load an Arrow table made by `to_arrow` into `table`: COPY on PostgreSQL, executemany
+    on SQLite. Returns rows loaded."""
+    if data.num_rows == 0:
+        return 0
+    if conn.dialect.name == "postgresql":
+        _copy(conn, table, data)
+    else:
+        _insert(conn, table, data)
+    return data.num_rows
+
+
 def load_frame(conn: Connection, table: str, frame: pd.DataFrame) -> int:
     """Bulk-load `frame` into `table` with the fastest path of the connection's backend."""
-    if conn.dialect.name == "postgresql":
-        return copy_frame(conn, table, frame)
-    return insert_frame(conn, table, frame)
+    if frame.empty:
+        return 0
+    return load_arrow(conn, table, to_arrow(frame))

@@ -205,11 +205,14 @@ def _process(
     wall: float,
 ) -> None:
     chunk_size = options.chunk_size or settings.etl.chunk_size
-    with closing(Cleaner(settings)) as cleaner, write_transaction(engine, settings.database.lock_timeout_s) as (conn, trans):
-        loader = WarehouseLoader(conn, summary.run_id)
+    with (
+        closing(Cleaner(settings)) as cleaner,
+        write_transaction(engine, settings.database.lock_timeout_s) as (conn, trans),
+        closing(WarehouseLoader(conn, summary.run_id)) as loader,
+    ):
         loader.prepare()
-        # Staging (database I/O) of chunk n overlaps reading and cleaning of chunk n+1; at most
-        # two chunks are in memory at once.
+        # Loading chunk n (its keys on the loader thread, then its writes on the loader's writer
+        # thread) overlaps reading and cleaning of chunk n+1.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-stage") as stager:
             pending: Future | None = None
             for accepted, rejected, rows_read in _batches(cleaner, info, chunk_size, loader):

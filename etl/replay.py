@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,10 +130,10 @@ def _replay_rows(conn: Connection, settings: Settings, run: int | None, reason: 
         line_id=rows["line_id"].to_numpy(dtype=np.int64)[pos], source_row=rows["source_row"].to_numpy(dtype=np.int64)[pos]
     )
     _move_out_of_quarantine(conn, rows[passing], result.run_id)
-    loader = WarehouseLoader(conn, result.run_id)
-    loader.prepare()
-    loader.load(accepted, pd.DataFrame(columns=["run_id", "line_id", "source_row", "reasons", *_RAW, "raw_line"]))
-    counts = loader.finalize()
+    with closing(WarehouseLoader(conn, result.run_id)) as loader:
+        loader.prepare()
+        loader.load(accepted, pd.DataFrame(columns=["run_id", "line_id", "source_row", "reasons", *_RAW, "raw_line"]))
+        counts = loader.finalize()
     result.loaded, result.already_loaded = counts.facts_loaded, counts.facts_already_loaded
     staying = rows[~passing]
     result.still_quarantined = len(staying)

@@ -329,9 +329,9 @@ class RunAggregates:
         """Delete the spill file of the invoices counted, if there is one."""
         self._counted.close()
 
-    def add(self, conn: Connection, facts: pd.DataFrame) -> None:
+    def add(self, facts: pd.DataFrame) -> None:
         """Fold in a chunk of facts (date_key, product_key, customer_key, invoice_no, quantity,
-        line_total_milli, transaction_type); every `flush_every` chunks, write what was folded."""
+        line_total_milli, transaction_type); `due` once `flush_every` chunks are folded."""
         if len(self._skip):
             facts = facts[~np.isin(facts["date_key"].to_numpy(), self._skip)]
         if facts.empty:
@@ -362,13 +362,21 @@ class RunAggregates:
              "sale": is_sale, "return": is_return}
         )  # fmt: skip
         self._invoices.append(invoices.groupby(_INVOICE_KEY, as_index=False).max())
-        if len(self._products) >= self.flush_every:
-            self.flush(conn)
+
+    @property
+    def due(self) -> bool:
+        """Whether enough chunks are folded to write them (`take`, then `write_sums`)."""
+        return len(self._products) >= self.flush_every
 
     def flush(self, conn: Connection) -> None:
         """Add the folded sums to agg_daily_product, agg_daily_customer and agg_daily_orders."""
+        write_sums(conn, self.take())
+
+    def take(self) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+        """The folded sums as (table, rows to insert, rows to add to stored ones), and an empty
+        fold. Computing only: the writes can run on another thread (`write_sums`), in order."""
         if not self._products:
-            return
+            return []
         products = pd.concat(self._products).groupby(_PRODUCT_KEY, as_index=False).sum()
         customers = pd.concat(self._customers).groupby(_CUSTOMER_KEY, as_index=False).sum()
         invoices = pd.concat(self._invoices).groupby(_INVOICE_KEY, as_index=False).max()
@@ -381,15 +389,16 @@ class RunAggregates:
         # Rows of dates no earlier flush wrote cannot meet a stored row: plain bulk insert. Only
         # the others (in a file in time order, the dates that straddle a flush) are added.
         written = np.fromiter(self.dates_written, dtype=np.int64, count=len(self.dates_written))
+        sums = []
         for table, frame in (
             ("agg_daily_product", products),
             ("agg_daily_customer", customers[list(_COLUMNS["agg_daily_customer"])]),
             ("agg_daily_orders", customers[list(_COLUMNS["agg_daily_orders"])]),
         ):
             seen = np.isin(frame["date_key"].to_numpy(), written)
-            load_frame(conn, table, frame[~seen])
-            add_rows(conn, table, frame[seen])
+            sums.append((table, frame[~seen], frame[seen]))
         self.dates_written.update(products["date_key"].unique().tolist())
+        return sums
 
     def _new_invoice_counts(self, invoices: pd.DataFrame) -> pd.DataFrame:
         """Per (date, customer version): invoices, orders (with a sale line) and return invoices
@@ -407,6 +416,14 @@ class RunAggregates:
             new[member] = self._counted.occurrences(keys, dates[member]) == 1
             counts[column] = new
         return counts.groupby(_CUSTOMER_KEY, as_index=False).sum()
+
+
+def write_sums(conn: Connection, sums: list[tuple[str, pd.DataFrame, pd.DataFrame]]) -> None:
+    """Write what `RunAggregates.take` computed: rows of dates no earlier flush wrote by plain
+    bulk insert, the others added to the stored rows."""
+    for table, new, seen in sums:
+        load_frame(conn, table, new)
+        add_rows(conn, table, seen)
 
 
 def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
