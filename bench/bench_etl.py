@@ -518,7 +518,8 @@ def stages_table(summary: dict[str, dict], scale: int) -> Table | None:
     if not kinds:
         return None
     table = Table(
-        title="Per-stage seconds of the median run (read+clean on the main thread, the rest on the loader thread)", title_justify="left"
+        title="Per-stage seconds of the median run (read+clean on the main thread, write_* on the writer thread, the rest on the loader thread)",
+        title_justify="left",
     )
     table.add_column("stage")
     for kind in kinds:
@@ -527,7 +528,7 @@ def stages_table(summary: dict[str, dict], scale: int) -> Table | None:
     stages: list[str] = []
     for kind in kinds:
         stages += [st for st in summary[kind]["median_run_timings"] if st not in stages]
-    for stage in [*stages, "main thread (read+clean)", "loader thread (rest)", "in-process duration"]:
+    for stage in [*stages, "main thread (read+clean)", "loader thread", "writer thread (write_*)", "in-process duration"]:
         cells = []
         for kind in kinds:
             value = stage_value(summary[kind], stage)
@@ -542,8 +543,10 @@ def stage_value(s: dict, stage: str) -> float | None:
     main = ("read", "clean")
     if stage == "main thread (read+clean)":
         return sum(v for k, v in timings.items() if k in main)
-    if stage == "loader thread (rest)":
-        return sum(v for k, v in timings.items() if k not in main)
+    if stage == "loader thread":
+        return sum(v for k, v in timings.items() if k not in main and not k.startswith("write_"))
+    if stage == "writer thread (write_*)":
+        return sum(v for k, v in timings.items() if k.startswith("write_"))
     if stage == "in-process duration":
         return s["median_run_duration_s"]
     return timings.get(stage)

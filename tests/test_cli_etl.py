@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from etl.generator import generate_sales
 from tests.conftest import Cli, write_csv
 
 H = "2010-12-01 08:26:00"
@@ -266,3 +267,64 @@ def test_runs_list_and_show(run_cli: Cli, extract: Path) -> None:
     assert shown["quarantine_by_reason"]["duplicate"] == 1
     missing = run_cli("runs", "show", "99")
     assert missing.exit_code == 1 and "Error: run 99 not found" in missing.output
+
+
+def test_dimension_keys_continue_after_a_load(run_cli: Cli, warehouse_url: str, extract: Path) -> None:
+    """The loader gives new products and customer versions their keys itself: from 1, without
+    gaps, and a row inserted later without a key (PostgreSQL's sequence, SQLite's rowid) gets
+    the next one."""
+    etl_json(run_cli, extract)
+    products = [k for (k,) in q(warehouse_url, "SELECT product_key FROM dim_products ORDER BY 1")]
+    customers = [k for (k,) in q(warehouse_url, "SELECT customer_key FROM dim_customers ORDER BY 1")]
+    assert products == list(range(1, len(products) + 1))
+    assert customers == [-1, *range(1, len(customers))]
+    engine = _engine(warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO dim_products (stock_code, current_unit_price, price_as_of, category, is_merchandise) "
+                "VALUES ('ZZ-NEW', 1, '2011-01-01 00:00:00', 'merchandise', true)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO dim_customers (customer_id, country, effective_date, is_current) VALUES ('99999', 'France', '2011-01-01', true)"
+            )
+        )
+    engine.dispose()
+    assert one(warehouse_url, "SELECT product_key FROM dim_products WHERE stock_code = 'ZZ-NEW'") == len(products) + 1
+    assert one(warehouse_url, "SELECT customer_key FROM dim_customers WHERE customer_id = '99999'") == len(customers)
+
+
+def test_a_failed_write_fails_the_run_and_loads_nothing(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    """A chunk's writes run on the loader's writer thread while the next chunk is keyed: when one
+    fails (here the fact rows of a later chunk), the run fails with the database's error, and
+    nothing of the earlier chunks stays."""
+    source = generate_sales(tmp_path / "g.csv", 2_000, seed=3).path
+    assert run_cli("setup").exit_code == 0
+    engine = _engine(warehouse_url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_late() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN IF NEW.source_row > 1500 THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; RETURN NEW; END $$"
+                )
+            )
+            conn.execute(text("CREATE TRIGGER refuse_late BEFORE INSERT ON fact_sales FOR EACH ROW EXECUTE FUNCTION refuse_late()"))
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_late BEFORE INSERT ON fact_sales WHEN NEW.source_row > 1500 "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+                )
+            )
+    engine.dispose()
+    result = run_cli("etl", "--source", str(source), "--chunk-size", "200")
+    assert result.exit_code == 1
+    assert "refused by a test trigger" in result.output
+    assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == 0
+    assert one(warehouse_url, "SELECT COUNT(*) FROM dim_products") == 0
+    assert one(warehouse_url, "SELECT COUNT(*) FROM dim_customers") == 1  # the unknown customer
+    assert one(warehouse_url, "SELECT COUNT(*) FROM etl_quarantine") == 0
+    assert q(warehouse_url, "SELECT status FROM etl_runs") == [("failed",)]
