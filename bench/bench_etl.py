@@ -518,7 +518,8 @@ def stages_table(summary: dict[str, dict], scale: int) -> Table | None:
     if not kinds:
         return None
     table = Table(
-        title="Per-stage seconds of the median run (read+clean on the main thread, write_* on the writer thread, the rest on the loader thread)",
+        title="Per-stage seconds of the median run (read+clean on the main thread, write_* on the writer thread, the rest on the loader "
+        "thread or, after the last chunk, on the main thread)",
         title_justify="left",
     )
     table.add_column("stage")
@@ -528,7 +529,13 @@ def stages_table(summary: dict[str, dict], scale: int) -> Table | None:
     stages: list[str] = []
     for kind in kinds:
         stages += [st for st in summary[kind]["median_run_timings"] if st not in stages]
-    for stage in [*stages, "main thread (read+clean)", "loader thread", "writer thread (write_*)", "in-process duration"]:
+    for stage in [
+        *stages,
+        "main thread (read+clean)",
+        "loader thread and after the last chunk",
+        "writer thread (write_*)",
+        "in-process duration",
+    ]:
         cells = []
         for kind in kinds:
             value = stage_value(summary[kind], stage)
@@ -543,7 +550,7 @@ def stage_value(s: dict, stage: str) -> float | None:
     main = ("read", "clean")
     if stage == "main thread (read+clean)":
         return sum(v for k, v in timings.items() if k in main)
-    if stage == "loader thread":
+    if stage == "loader thread and after the last chunk":
         return sum(v for k, v in timings.items() if k not in main and not k.startswith("write_"))
     if stage == "writer thread (write_*)":
         return sum(v for k, v in timings.items() if k.startswith("write_"))

@@ -52,8 +52,8 @@ class HashSet:
     _BUCKETS = 64
 
     def __init__(self, dtype: type = np.uint64) -> None:
-        self.dtype = np.dtype(dtype)
-        self._shift = self.dtype.type(8 * self.dtype.itemsize - 6)  # 64 buckets by the top 6 bits
+        kind = np.dtype(dtype)
+        self._shift = kind.type(8 * kind.itemsize - 6)  # 64 buckets by the top 6 bits
         self._buckets: list[list[np.ndarray]] = [[] for _ in range(self._BUCKETS)]
         self.size = 0
 
@@ -203,9 +203,7 @@ class DuplicateTracker:
         """Which `hashes` are in the spill file (their invoices have spilled lines): one read
         per (spill, invoice) asked."""
         found = np.zeros(len(hashes), dtype=bool)
-        if self._file is None:
-            return found
-        fd = self._file.fileno()
+        fd = self._file.fileno()  # there are runs, so there is a file
         for run in self._runs:
             pos = np.searchsorted(run.invoices, invoices)
             asked = np.flatnonzero(pos < len(run.invoices))

@@ -390,8 +390,7 @@ class WarehouseLoader:
             self.pending_products = self.pending_products.iloc[:0]
 
     def _write_products(self, candidates: pd.DataFrame) -> None:
-        self.conn.execute(text("DELETE FROM stg_products"))
-        load_frame(self.conn, "stg_products", _staged_products(candidates))
+        _stage_products(self.conn, _staged_products(candidates))
         self._sql(_SAVE_PRODUCTS, run=self.run_id)
         self._sql(_UPSERT_PRODUCTS, run=self.run_id)
 
@@ -442,7 +441,7 @@ class WarehouseLoader:
 
     def _count_cache_hits(self, fresh: pd.DataFrame) -> None:
         """Key lookups of a chunk answered by the cache as it was before the chunk (misses are
-        keys the chunk first had to write and read back)."""
+        keys the chunk itself adds)."""
         known_customers = self.versions["customer_id"].unique() if not self.versions.empty else []
         with_customer = fresh["customer_id"].notna()
         for name, lookups, hits in (
@@ -507,10 +506,14 @@ def _staged_products(candidates: pd.DataFrame) -> pd.DataFrame:
     return candidates.assign(unit_price=candidates["unit_price_milli"] / PRICE_SCALE)[_PRODUCT_COLUMNS]
 
 
-def _insert_products(conn: Connection, staged: pd.DataFrame, run: int) -> None:
-    """Insert new products with the keys the loader gave them."""
+def _stage_products(conn: Connection, staged: pd.DataFrame) -> None:
     conn.execute(text("DELETE FROM stg_products"))
     load_frame(conn, "stg_products", staged)
+
+
+def _insert_products(conn: Connection, staged: pd.DataFrame, run: int) -> None:
+    """Insert new products with the keys the loader gave them."""
+    _stage_products(conn, staged)
     conn.execute(text(_INSERT_PRODUCTS), {"run": run})
 
 
@@ -539,8 +542,10 @@ def _apply_plan(versions: pd.DataFrame, plan: Scd2Plan, inserts: pd.DataFrame) -
     after `plan`, as the database holds them once it is written."""
     out = versions.copy()
     for column, changes in (("expiry_date", plan.expire), ("effective_date", plan.extend)):
-        for change in changes:
-            out.loc[out["customer_key"] == change["customer_key"], column] = pd.Timestamp(change[column])
+        if changes:
+            new = pd.Series([pd.Timestamp(c[column]) for c in changes], index=[c["customer_key"] for c in changes])
+            hit = out["customer_key"].isin(new.index)
+            out.loc[hit, column] = out.loc[hit, "customer_key"].map(new).astype("datetime64[us]")
     if not inserts.empty:
         out = pd.concat([out, inserts[list(versions.columns)]], ignore_index=True) if len(out) else inserts[list(versions.columns)].copy()
     return out
