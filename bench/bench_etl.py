@@ -3,7 +3,9 @@
 Shared machines are noisy, so every figure is measured next to a floor taken in the same run:
 `psql \\copy` of the same file into a plain table of eight text columns (the least work any
 loader has to do). Each round runs, in this order, the floor, the PostgreSQL end-to-end load,
-the SQLite end-to-end load and the memory loads, so drift hits all of them alike; the report
+the SQLite end-to-end load and the memory loads, so drift hits all of them alike. After each
+end-to-end load, the same database writes that load's rows again by itself (bench/write_floor.py:
+no Python, no parsing), the least time any loader of this warehouse can take. The report
 shows medians over the rounds and, for the ratios, the median of each round's own ratio. The
 big (--scale) file is loaded only in the last --scale-repeat rounds (default 1) to keep the
 default run within a few minutes: its peak memory barely varies between runs.
@@ -15,7 +17,8 @@ child's maximum resident set (`/usr/bin/time -f %M`, or psutil polling where tha
 Scratch objects, all dropped again at the end (unless --keep-files), nothing else touched: in
 database `rdp_bench` (created if missing) the table `public.bench_copy_floor` and the schema
 `rdp_bench_warehouse` (the PostgreSQL warehouse, reached through search_path in the URL, as the
-tests do); a temporary folder holding the SQLite warehouses and the generated extracts.
+tests do) and `rdp_bench_writes` (its copy); a temporary folder holding the SQLite warehouses and
+the generated extracts.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench import write_floor
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REAL = REPO_ROOT.parent / "shared" / "datasets" / "online_retail.csv"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -65,7 +70,10 @@ TARGET_SQLITE_RATIO = 6.0
 TARGET_PEAK_MB = 400.0
 TARGET_SCALE_GROWTH = 1.2
 
-KINDS = ("floor", "postgresql", "sqlite", "memory_1x", "memory_nx")
+KINDS = ("floor", "postgresql", "pg_writes", "sqlite", "sqlite_writes", "memory_1x", "memory_nx")
+LOADS = ("postgresql", "sqlite")
+WRITES = {"postgresql": "pg_writes", "sqlite": "sqlite_writes"}  # each load's own database floor (bench/write_floor.py)
+WRITES_URL = f"{PG_URL}?options=-csearch_path%3D{write_floor.WRITES_SCHEMA}"
 
 
 class BenchError(Exception):
@@ -247,6 +255,61 @@ def _check_run(run: dict, what: str, expected_rows: int | None) -> None:
         raise BenchError(f"{what}: read {read:,} rows but the file holds {expected_rows:,}")
 
 
+def _setup(url: str) -> None:
+    """`python main.py setup` on a new warehouse (untimed)."""
+    proc = subprocess.run([sys.executable, "main.py", "--database-url", url, "setup"], capture_output=True, text=True, cwd=REPO_ROOT)
+    if proc.returncode != 0:
+        raise BenchError(f"setup of the writes-floor warehouse failed:\n{_tail(proc.stderr)}")
+
+
+def measure_pg_writes(rnd: int, workdir: Path, loaded_rows: int) -> Sample:
+    """psql copying every table of the just-loaded warehouse into a fresh one, plus the ETL's ANALYZE (timed as one psql process)."""
+    _project_on_path()
+    schema = write_floor.WRITES_SCHEMA
+    psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+    _setup(WRITES_URL)
+    tables = write_floor.warehouse_tables()
+    psql(write_floor.postgresql_clear(tables))
+    partitions = [p for p in psql(write_floor.PARTITIONS_SQL.format(schema=WAREHOUSE_SCHEMA)).splitlines() if p]
+    script = workdir / "pg_writes.sql"
+    script.write_text(write_floor.postgresql_script(WAREHOUSE_SCHEMA, tables, partitions))
+    child = run_child([*_psql_base(BENCH_DB), "-q", "-f", str(script)], "psql writes floor")
+    _check_copied(int(psql(f"SELECT COUNT(*) FROM {schema}.fact_sales")), loaded_rows, "PostgreSQL")
+    return Sample("pg_writes", rnd, child.wall_s, _mb(child.peak_kb), loaded_rows)
+
+
+def measure_sqlite_writes(rnd: int, loaded: Path, loaded_rows: int) -> Sample:
+    """sqlite3 copying every table of the just-loaded SQLite warehouse into a fresh file (timed as one process)."""
+    _project_on_path()
+    fresh = loaded.with_name("sqlite_writes.db")
+    remove_sqlite(fresh)
+    _setup(sqlite_url(fresh))
+    tables = write_floor.warehouse_tables()
+    with sqlite3.connect(fresh) as conn:
+        for table in reversed(tables):
+            conn.execute(f'DELETE FROM "{table}"')
+    conn.close()
+    script = loaded.with_name("sqlite_writes.sql")
+    script.write_text(write_floor.sqlite_script(loaded, tables))
+    if shutil.which("sqlite3"):
+        cmd = ["sqlite3", str(fresh), f".read {script}"]
+    else:  # no sqlite3 shell: the same script through Python's sqlite3 module (adds the interpreter's start)
+        code = "import sqlite3, sys; sqlite3.connect(sys.argv[1], isolation_level=None).executescript(open(sys.argv[2]).read())"
+        cmd = [sys.executable, "-S", "-c", code, str(fresh), str(script)]
+    child = run_child(cmd, "sqlite3 writes floor")
+    with sqlite3.connect(fresh) as conn:
+        copied = conn.execute("SELECT COUNT(*) FROM fact_sales").fetchone()[0]
+    conn.close()
+    _check_copied(copied, loaded_rows, "SQLite")
+    remove_sqlite(fresh)
+    return Sample("sqlite_writes", rnd, child.wall_s, _mb(child.peak_kb), loaded_rows)
+
+
+def _check_copied(copied: int, loaded: int, backend: str) -> None:
+    if copied != loaded:
+        raise BenchError(f"{backend} writes floor: {copied:,} facts copied but the load wrote {loaded:,}")
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
@@ -277,8 +340,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     kinds = {
         None: KINDS,
         "copy": ("floor",),
-        "postgresql": ("floor", "postgresql"),
-        "sqlite": ("floor", "sqlite"),
+        "postgresql": ("floor", "postgresql", "pg_writes"),
+        "sqlite": ("floor", "sqlite", "sqlite_writes"),
         "memory": ("memory_1x", "memory_nx"),
     }[args.only]
     real = args.real.resolve()
@@ -319,6 +382,8 @@ def run_round(plan: Plan, rnd: int, floor_rows: int | None) -> list[Sample]:
     if "postgresql" in plan.kinds:
         fresh_warehouse()
         samples.append(measure_load("postgresql", rnd, PG_WAREHOUSE_URL, plan.real, floor_rows))
+        if "pg_writes" in plan.kinds:
+            samples.append(measure_pg_writes(rnd, plan.workdir, samples[-1].run["rows_loaded"]))
     for kind in ("sqlite", "memory_1x", "memory_nx"):
         if kind not in plan.kinds or (kind == "memory_nx" and rnd <= plan.repeat - plan.scale_repeat):
             continue
@@ -326,6 +391,8 @@ def run_round(plan: Plan, rnd: int, floor_rows: int | None) -> list[Sample]:
         remove_sqlite(db)
         source, rows = (plan.real, floor_rows) if kind == "sqlite" else (plan.generated[kind]["path"], plan.generated[kind]["rows"])
         samples.append(measure_load(kind, rnd, sqlite_url(db), source, rows))
+        if kind == "sqlite" and "sqlite_writes" in plan.kinds:
+            samples.append(measure_sqlite_writes(rnd, db, samples[-1].run["rows_loaded"]))
         if not plan.keep_files:
             remove_sqlite(db)
     return samples
@@ -423,7 +490,9 @@ def summarise(samples: list[Sample]) -> dict[str, dict]:
         runs = [s for s in samples if s.kind == kind]
         if not runs:
             continue
-        paired = [s.wall_s / floors[s.round] for s in runs if s.round in floors and kind in ("postgresql", "sqlite")]
+        paired = [s.wall_s / floors[s.round] for s in runs if s.round in floors and kind in (*LOADS, *WRITES.values())]
+        writes = {s.round: s.wall_s for s in samples if s.kind == WRITES.get(kind)}
+        over_writes = [s.wall_s / writes[s.round] for s in runs if s.round in writes]
         summary[kind] = {
             "runs": len(runs),
             "rows": runs[0].rows,
@@ -436,6 +505,8 @@ def summarise(samples: list[Sample]) -> dict[str, dict]:
             "peak_mb_all": [None if s.peak_mb is None else round(s.peak_mb, 1) for s in runs],
             "ratio_to_floor": _median(paired),
             "ratio_to_floor_all": [round(r, 2) for r in paired],
+            "ratio_to_writes": _median(over_writes),
+            "ratio_to_writes_all": [round(r, 2) for r in over_writes],
             "median_run_timings": _median_sample(runs).timings,
             "median_run_duration_s": _median_sample(runs).duration_s,
         }
@@ -454,6 +525,14 @@ def evaluate_targets(summary: dict[str, dict], scale: int) -> list[dict]:
 
     add(f"PostgreSQL end to end ≤ {TARGET_PG_RATIO:g}× floor", summary.get("postgresql", {}).get("ratio_to_floor"), TARGET_PG_RATIO, "×")
     add(f"SQLite end to end ≤ {TARGET_SQLITE_RATIO:g}× floor", summary.get("sqlite", {}).get("ratio_to_floor"), TARGET_SQLITE_RATIO, "×")
+    # The same limits applied to the databases writing the load's rows alone: can any loader meet them?
+    add(f"PostgreSQL writes alone ≤ {TARGET_PG_RATIO:g}× floor", summary.get("pg_writes", {}).get("ratio_to_floor"), TARGET_PG_RATIO, "×")
+    add(
+        f"SQLite writes alone ≤ {TARGET_SQLITE_RATIO:g}× floor",
+        summary.get("sqlite_writes", {}).get("ratio_to_floor"),
+        TARGET_SQLITE_RATIO,
+        "×",
+    )
     for kind, label in (
         ("postgresql", "PostgreSQL"),
         ("sqlite", "SQLite"),
@@ -474,7 +553,9 @@ def _label(kind: str, scale: int) -> str:
     return {
         "floor": "psql \\copy floor (real file)",
         "postgresql": "PostgreSQL end to end (real file)",
+        "pg_writes": "PostgreSQL writes alone (psql: same rows, ANALYZE)",
         "sqlite": "SQLite end to end (real file)",
+        "sqlite_writes": "SQLite writes alone (sqlite3: same rows)",
         "memory_1x": "SQLite 1× generated",
         "memory_nx": f"SQLite {scale}× generated",
     }[kind]
@@ -490,16 +571,28 @@ def figures_table(summary: dict[str, dict], scale: int) -> Table:
         title_justify="left",
         caption="outside run: wall - in-process (interpreter start, imports, checksum, schema set-up, exit); "
         "rows/s: rows / psql wall for the floor, rows_read / in-process duration for loads; "
-        "ratio: end-to-end wall / floor wall of the same round",
+        "ratio: wall / floor wall of the same round; × writes: end-to-end wall / the same database writing the same rows alone",
         caption_justify="left",
     )
-    for name in ("measurement", "runs", "rows", "wall s", "in-process s", "outside run s", "rows/s", "peak MB", "ratio to floor"):
+    for name in (
+        "measurement",
+        "runs",
+        "rows",
+        "wall s",
+        "in-process s",
+        "outside run s",
+        "rows/s",
+        "peak MB",
+        "ratio to floor",
+        "× writes",
+    ):
         table.add_column(name, justify="left" if name == "measurement" else "right")
     for kind, s in summary.items():
         ratio = "1.00" if kind == "floor" else _fmt(s["ratio_to_floor"], ".2f")
         table.add_row(
             _label(kind, scale), str(s["runs"]), f"{s['rows']:,}", _fmt(s["wall_s"], ".2f"), _fmt(s["duration_s"], ".2f"),
             _fmt(s["outside_run_s"], ".2f"), _fmt(s["rows_per_s"], ",.0f"), _fmt(s["peak_mb"], ".0f"), ratio,
+            _fmt(s["ratio_to_writes"], ".2f"),
         )  # fmt: skip
     return table
 
@@ -617,6 +710,8 @@ def cleanup(plan: Plan, console: Console) -> None:
             drop_floor_table()
         if "postgresql" in plan.kinds:
             drop_warehouse()
+        if "pg_writes" in plan.kinds:
+            psql(f"DROP SCHEMA IF EXISTS {write_floor.WRITES_SCHEMA} CASCADE")
     except BenchError as exc:
         console.print(f"[yellow]warning:[/] could not drop the scratch tables: {exc}")
 

@@ -1,0 +1,63 @@
+"""The databases' own floor for one load: the rows a load wrote, written again by the database alone.
+
+The `\\copy` floor of bench_etl says what loading the raw file costs; a load must also write a
+star schema with its keys, indexes, partitions, quarantine and aggregates. These scripts copy
+every table of a warehouse the ETL just filled into a fresh warehouse made by `setup`, with no
+Python in the timed part and no parsing at all (`INSERT ... SELECT` from the loaded warehouse, in
+one transaction), then, on PostgreSQL, run the ETL's own `ANALYZE`. No loader can write that
+warehouse in less time than this; the ratio of a load to it is what our own code costs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WRITES_SCHEMA = "rdp_bench_writes"  # the fresh PostgreSQL warehouse the rows are copied into
+
+# The partitions a load created, as statements for the fresh warehouse (the default one exists).
+PARTITIONS_SQL = (
+    "SELECT 'CREATE TABLE ' || c.relname || ' PARTITION OF fact_sales ' || pg_get_expr(c.relpartbound, c.oid) "
+    "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+    "WHERE i.inhparent = CAST('{schema}.fact_sales' AS regclass) AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT' "
+    "ORDER BY c.relname"
+)
+
+
+def warehouse_tables() -> list[str]:
+    """Every table `setup` creates, parents before children (foreign keys)."""
+    from database.models import Base
+    from database.schema import load_all_models
+
+    load_all_models()
+    return [table.name for table in Base.metadata.sorted_tables]
+
+
+def analyzed_tables() -> tuple[str, ...]:
+    """The tables the ETL analyzes after a PostgreSQL load."""
+    from etl.pipeline import ANALYZED_TABLES
+
+    return ANALYZED_TABLES
+
+
+def postgresql_script(source_schema: str, tables: list[str], partitions: list[str], target_schema: str = WRITES_SCHEMA) -> str:
+    """psql script: create the load's partitions, copy every table, commit, ANALYZE as the ETL does."""
+    lines = [f"SET search_path = {target_schema};", "BEGIN;"]
+    lines += [f"{statement};" for statement in partitions]
+    lines += [f'INSERT INTO {target_schema}."{t}" SELECT * FROM {source_schema}."{t}";' for t in tables]
+    lines += ["COMMIT;", f"ANALYZE {', '.join(analyzed_tables())};"]
+    return "\n".join(lines) + "\n"
+
+
+def postgresql_clear(tables: list[str], target_schema: str = WRITES_SCHEMA) -> str:
+    """Empty the fresh warehouse (setup's own rows, such as the unknown customer, come from the copy)."""
+    return f"TRUNCATE {', '.join(f'{target_schema}.{t}' for t in tables)} CASCADE"
+
+
+def sqlite_script(loaded: Path, tables: list[str]) -> str:
+    """sqlite3 script: the ETL's connection settings, then every table copied from the loaded file in one transaction."""
+    source = str(loaded.resolve()).replace("'", "''")
+    lines = ["PRAGMA journal_mode=WAL;", "PRAGMA foreign_keys=ON;", "PRAGMA synchronous=NORMAL;", f"ATTACH DATABASE '{source}' AS src;"]
+    # WHERE 1: without a WHERE clause SQLite copies records between identical tables as they are
+    # (its transfer optimisation); a loader has to encode every row and index entry itself.
+    lines += ["BEGIN IMMEDIATE;"] + [f'INSERT INTO main."{t}" SELECT * FROM src."{t}" WHERE 1;' for t in tables] + ["COMMIT;"]
+    return "\n".join(lines) + "\n"
