@@ -122,6 +122,40 @@ def _trimmed(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _control_characters(t: pd.DataFrame) -> np.ndarray:
+    """Rows with a control character (or U+2400) in any field. A column whose text holds no
+    such byte at all, as in most extracts, is passed over without the per-row regex (0.3 s of
+    the real file's cleaning)."""
+    found = np.zeros(len(t), dtype=bool)
+    for col in SOURCE_COLUMNS:
+        if _may_hold_control(t[col]):
+            found |= t[col].str.contains(_CONTROL, regex=True).to_numpy(dtype=bool)
+    return found
+
+
+def _may_hold_control(values: pd.Series) -> bool:
+    """Whether the UTF-8 bytes behind `values` contain a control byte or U+2400 (E2 90 80).
+    Checks whole buffers, so a byte outside the values only costs the regex, never a miss."""
+    try:
+        chunks = pa.chunked_array(values.array.__arrow_array__()).chunks
+    except (AttributeError, TypeError, pa.ArrowException):
+        return True  # not Arrow-backed text: let the regex decide
+    for chunk in chunks:
+        if not pa.types.is_string(chunk.type) and not pa.types.is_large_string(chunk.type):
+            return True
+        data = chunk.buffers()[2]
+        if data is None:
+            continue
+        raw = np.frombuffer(data, dtype=np.uint8)
+        control = ((raw < 0x20) & (raw != 0x09) & (raw != 0x0A) & (raw != 0x0D)) | (raw == 0x7F)
+        if control.any():
+            return True
+        lead = np.flatnonzero(raw[:-2] == 0xE2)
+        if len(lead) and ((raw[lead + 1] == 0x90) & (raw[lead + 2] == 0x80)).any():
+            return True
+    return False
+
+
 def _parse_dates(values: pd.Series, formats: list[str]) -> pd.Series:
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
     todo = values != ""
@@ -195,9 +229,7 @@ class CleaningRules:
             | (q_ok & p_ok & (np.abs(quantity.astype(np.float64) * price) >= _MAX_LINE_TOTAL_MILLI))
         )
         reasons["too_long"] = np.logical_or.reduce([(t[col].str.len() > n).to_numpy() for col, n in MAX_LENGTHS.items()])
-        reasons["control_characters"] = np.logical_or.reduce(
-            [t[col].str.contains(_CONTROL, regex=True).to_numpy() for col in SOURCE_COLUMNS]
-        )
+        reasons["control_characters"] = _control_characters(t)
 
         hashes = line_identity(_canonical(t, q_ok, quantity, p_ok, price, when, customer))
         flags = np.column_stack([np.asarray(v, dtype=bool) for v in reasons.values()])
@@ -270,11 +302,14 @@ class Cleaner:
 
 
 def product_category(codes: pd.Series, by_code: dict[str, str], by_prefix: dict[str, str]) -> np.ndarray:
-    """Category of each (upper-cased) stock code: 'merchandise' unless configured otherwise."""
-    category = codes.map({k.upper(): v for k, v in by_code.items()})
+    """Category of each (upper-cased) stock code: 'merchandise' unless configured otherwise.
+    Worked out once per distinct code (a few thousand in a whole file), then spread to the rows."""
+    positions, distinct = pd.factorize(codes, use_na_sentinel=False)
+    unique = pd.Series(distinct, dtype="str")
+    category = unique.map({k.upper(): v for k, v in by_code.items()})
     for prefix, name in by_prefix.items():
-        category = category.where(~(codes.str.startswith(prefix.upper()) & category.isna()), name)
-    return category.fillna("merchandise").to_numpy(dtype=object)
+        category = category.where(~(unique.str.startswith(prefix.upper()) & category.isna()), name)
+    return category.fillna("merchandise").to_numpy(dtype=object)[positions]
 
 
 def _canonical(t: pd.DataFrame, q_ok, quantity, p_ok, price, when, customer) -> pd.DataFrame:

@@ -313,6 +313,30 @@ def test_product_category(code, category):
     assert one_accepted(StockCode=code)["product_category"] == category
 
 
+def test_product_category_of_repeated_codes_in_one_chunk():
+    codes = ["POST", "85123A", "post", "GIFT_0001_20", "85123A", "POST", "M"]
+    result = clean([row(StockCode=c) for c in codes])
+    assert result.accepted["product_category"].tolist() == [
+        "postage", "merchandise", "postage", "voucher", "merchandise", "postage", "adjustment",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("column", list(SOURCE_COLUMNS))
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x0e", "\x1b", "\x1f", "\x7f", "\u2400"])
+def test_control_characters_in_any_field(column, char):
+    # In the middle of the value, so trimming cannot remove it; the other rows' columns are clean,
+    # so the byte scan that lets clean columns skip the regex is exercised on both sides.
+    value = BASE[column] + char + "X"
+    reasons = reasons_of([row(), row(**{column: value}), row()])
+    assert reasons[0] == reasons[2] == ""
+    assert "control_characters" in reasons[1].split(";")
+
+
+@pytest.mark.parametrize("text", ["tab\tinside", "€ and £ and ’ and ☃", "\u2401 \u23ff"])
+def test_tabs_and_other_multibyte_text_are_not_control_characters(text):
+    assert reasons_of([row(Description=text)]) == [""]
+
+
 # --- rule toggles -------------------------------------------------------------------------------
 
 
