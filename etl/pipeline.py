@@ -233,7 +233,7 @@ def _process(
         counts = loader.finalize()
         _account(summary, counts)
         with loader.timed("quality_gate"):
-            gate = evaluate(conn, settings, summary.run_id)
+            gate = evaluate(conn, settings, summary.run_id, fact_holds_only_run=loader.facts_empty)
         summary.quality = {k: round(v, 4) for k, v in gate.scores.items()}
         summary.duration_s = time.perf_counter() - wall
         if options.dry_run:

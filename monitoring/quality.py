@@ -79,14 +79,21 @@ def count_relation(conn: Connection, name: str, predicates: list[str], run_id: i
     return int(row[0]), [int(v or 0) for v in row[1:]]
 
 
-def count_checks(conn: Connection, settings: Settings, specs: list[CheckSpec], run_id: int | None, now: datetime) -> dict[str, Count]:
-    """Count every check of `specs`: one query per relation, plus the special checks."""
+def count_checks(
+    conn: Connection, settings: Settings, specs: list[CheckSpec], run_id: int | None, now: datetime, fact_holds_only_run: bool = False
+) -> dict[str, Count]:
+    """Count every check of `specs`: one query per relation, plus the special checks. With
+    `fact_holds_only_run` (the run began on an empty fact table), the fact relation is counted
+    whole: the same rows, but PostgreSQL scans them in parallel, where the run_id filter on rows
+    that have no statistics yet is planned as a few index look-ups on one core (0.85 against
+    0.44 s for the real file)."""
     params = check_params(settings, now, run_id)
     counts = {s.name: Count() for s in specs}
     for relation in dict.fromkeys(r for s in specs if not s.special for r in s.predicates):
         members = [s for s in specs if relation in s.predicates]
         conditions = [s.predicates[relation] for s in members if s.predicates[relation]]
-        total, matched = count_relation(conn, relation, conditions, run_id, params)
+        scope = None if fact_holds_only_run and relation == "fact" else run_id
+        total, matched = count_relation(conn, relation, conditions, scope, params)
         found = iter(matched)
         for spec in members:
             counts[spec.name].total += total

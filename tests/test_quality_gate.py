@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from config.settings import DatabaseSettings, load_settings
+from database.engine import make_engine
+from monitoring.gate import evaluate
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, etl_json, one, q
 from tests.test_quality_checks import CLEAN_ROWS
@@ -86,3 +89,20 @@ def test_a_run_without_new_facts_measures_no_fact_check(run_cli: Cli, warehouse_
     assert again["rows_loaded"] == 0 and again["rows_already_loaded"] == len(CLEAN_ROWS)
     totals = dict(q(warehouse_url, "SELECT check_name, total FROM quality_results WHERE run_id = 2"))
     assert totals["uniqueness.fact_sales.line_id"] == 0 and totals["validity.fact_sales.invoice_no"] == 0
+
+
+def test_a_first_loads_fact_checks_count_the_whole_fact_with_the_same_results(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    """A run that began on an empty fact table owns every fact: counting the fact whole (parallel on
+    PostgreSQL) must give exactly what counting the run's rows gives."""
+    first = etl_json(run_cli, write_csv(tmp_path / "s.csv", ROWS))
+    totals = dict(q(warehouse_url, "SELECT check_name, total FROM quality_results WHERE run_id = 1"))
+    assert totals["validity.fact_sales.invoice_no"] == first["rows_loaded"] > 0
+    settings, engine = load_settings(default_files=(), environ={}), make_engine(DatabaseSettings(url=warehouse_url))
+    with engine.connect() as conn:
+        scoped, whole = evaluate(conn, settings, 1), evaluate(conn, settings, 1, fact_holds_only_run=True)
+    engine.dispose()
+
+    def figures(result):
+        return [(r.check, r.measured, r.offending, r.total) for r in result.results]
+
+    assert figures(whole) == figures(scoped)
