@@ -170,15 +170,31 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
 
 def _analyze(engine: Engine, summary: RunSummary) -> None:
     """Fresh planner statistics after a load that changed the fact table by a tenth or more:
-    PostgreSQL never auto-analyzes a partitioned parent (see parent_statistics_stale)."""
+    PostgreSQL never auto-analyzes a partitioned parent (see parent_statistics_stale). The run has
+    committed: a failure here is reported, it does not fail the run."""
     if engine.dialect.name != "postgresql" or summary.rows_loaded == 0:
         return
     start = time.perf_counter()
-    with engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        if parent_statistics_stale(conn):
-            conn.execute(text(f"ANALYZE {', '.join(ANALYZED_TABLES)}"))
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if parent_statistics_stale(conn):
+                # The fact (its parent, then every partition) takes most of the time; the other
+                # tables are analyzed beside it on a second connection (real file: 1.16 and 0.21 s).
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-analyze") as side:
+                    others = side.submit(_analyze_tables, engine, ANALYZED_TABLES[1:])
+                    conn.execute(text(f"ANALYZE {ANALYZED_TABLES[0]}"))
+                    others.result()
+    except SQLAlchemyError as exc:
+        problem = describe(engine, exc)
+        log.warning("run %s: planner statistics were not refreshed: %s", summary.run_id, problem)
+        summary.message += f"; planner statistics were not refreshed ({problem}): run ANALYZE {', '.join(ANALYZED_TABLES)}"
     summary.timings["analyze"] = round(time.perf_counter() - start, 4)
+
+
+def _analyze_tables(engine: Engine, tables: tuple[str, ...]) -> None:
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text(f"ANALYZE {', '.join(tables)}"))
 
 
 def _alert(engine: Engine, settings: Settings, run_id: int) -> None:

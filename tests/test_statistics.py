@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import create_engine, make_url, text
+
 from etl.generator import generate_sales
-from tests.conftest import Cli, write_csv
+from tests.conftest import PG_URL, Cli, write_csv
 from tests.test_cli_etl import etl_json, q
 
 _PARENT_ROWS = "SELECT reltuples FROM pg_class WHERE oid = CAST('fact_sales' AS regclass)"
@@ -42,3 +44,22 @@ def test_a_run_the_gate_rolls_back_leaves_the_statistics_as_they_were(pg_url: st
     failed = cli("etl", "--source", str(generate_sales(tmp_path / "b.csv", 1_000, seed=6).path), env=strict)
     assert failed.exit_code == 1 and "quality gate failed" in failed.output
     assert q(pg_url, _PARENT_ROWS)[0][0] == before
+
+
+def test_statistics_that_cannot_be_taken_after_the_commit_do_not_fail_the_run(pg_url: str, tmp_path: Path) -> None:
+    """The load has committed when ANALYZE runs: a lock it cannot get (here another session's
+    ANALYZE-class lock on one aggregate, with a short lock_timeout) is reported, the run succeeds."""
+    cli = Cli(pg_url)
+    etl_json(cli, write_csv(tmp_path / "one.csv", _ONE_MORE))  # creates the tables
+    schema = make_url(pg_url).query["options"].split("=", 1)[1]
+    impatient = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema} -clock_timeout=300"})
+    holder = create_engine(make_url(PG_URL).set(drivername="postgresql+psycopg2"))
+    with holder.connect() as conn:
+        conn.execute(text(f"LOCK TABLE {schema}.agg_daily_product IN SHARE UPDATE EXCLUSIVE MODE"))
+        loaded = etl_json(Cli(impatient.render_as_string(hide_password=False)), generate_sales(tmp_path / "g.csv", 1_000, seed=5).path)
+        conn.rollback()
+    holder.dispose()
+    assert loaded["status"] == "success" and loaded["rows_loaded"] > 900
+    assert "planner statistics were not refreshed" in loaded["message"] and "lock timeout" in loaded["message"]
+    assert q(pg_url, "SELECT status FROM etl_runs ORDER BY run_id") == [("success",), ("success",)]
+    assert q(pg_url, "SELECT COUNT(*) FROM fact_sales")[0][0] == loaded["rows_loaded"] + 1
