@@ -38,7 +38,7 @@ from database.models import SQLITE_TS_FORMAT
 from database.partitions import ensure_month, existing_partitions, is_partitioned, partition_name
 from etl.cleaning import PRICE_SCALE
 from etl.transformation import Scd2Plan, date_rows, plan_customers
-from performance.aggregates import RunAggregates, write_sums
+from performance.aggregates import RunAggregates, write_monthly_products, write_sums
 from performance.aggregates import refresh as refresh_aggregates
 
 _STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
@@ -289,7 +289,12 @@ class WarehouseLoader:
         with self.timed("aggregates"):
             recompute = set(np.intersect1d(list(self.touched_dates), self.preexisting_dates).tolist()) | moved_dates
             self.aggregates.flush(self.conn)
-            refresh_aggregates(self.conn, recompute, months={d // 100 for d in self.aggregates.dates_written})
+            written = {d // 100 for d in self.aggregates.dates_written}
+            # A month without facts before the run, and none to recompute, is all in memory: its
+            # product rows are written as they are, not summed again in SQL from the daily ones.
+            fresh = written - {int(d) // 100 for d in self.preexisting_dates} - {d // 100 for d in recompute}
+            write_monthly_products(self.conn, self.aggregates.monthly_products(fresh))
+            refresh_aggregates(self.conn, recompute, months=written - fresh, products_written=fresh)
         with self.timed("dim_products"):
             row = self.conn.execute(
                 text(

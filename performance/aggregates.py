@@ -204,11 +204,14 @@ def from_facts(table: str) -> str:
     return "(" + _SELECT[table].format(where="").strip() + ")"
 
 
-def refresh(conn: Connection, dates: Iterable[int], months: Iterable[int] = (), batch: int = 400) -> int:
+def refresh(
+    conn: Connection, dates: Iterable[int], months: Iterable[int] = (), batch: int = 400, products_written: Iterable[int] = ()
+) -> int:
     """Recompute every daily aggregate for `dates` (YYYYMMDD), then agg_monthly_product and
     agg_monthly_sales for their months and `months` (YYYYMM), then the all-dates totals of every
     customer version and product with a row in those months or on those dates before; returns
-    the number of dates refreshed."""
+    the number of dates refreshed. `products_written`: months whose agg_monthly_product rows the
+    caller has written itself (`write_monthly_products`); their totals are still recomputed."""
     keys = sorted({int(d) for d in dates})
     touched = _Keys()
     for start in range(0, len(keys), batch):
@@ -220,8 +223,8 @@ def refresh(conn: Connection, dates: Iterable[int], months: Iterable[int] = (), 
             )
             conn.execute(text(insert).bindparams(bindparam("dates", expanding=True)), {"dates": part})
     done = {k // 100 for k in keys} | {int(m) for m in months}
-    _refresh_months(conn, done)
-    _refresh_totals(conn, done, touched)
+    _refresh_months(conn, done, {int(m) for m in products_written})
+    _refresh_totals(conn, done | {int(m) for m in products_written}, touched)
     return len(keys)
 
 
@@ -235,17 +238,33 @@ def _months_filter(months: set[int]) -> tuple[str, dict]:
     }
 
 
-def _refresh_months(conn: Connection, months: set[int]) -> None:
-    """Recompute agg_monthly_product and agg_monthly_sales for `months` (YYYYMM), set-based."""
-    if not months:
-        return
-    where, params = _months_filter(months)
-    for table, select in (("agg_monthly_product", _MONTHLY.format(source="agg_daily_product", where=where)),
-                          ("agg_monthly_sales", _ROLLUPS["agg_monthly_sales"].format(source="agg_daily_customer", where=where))):  # fmt: skip
+def _refresh_months(conn: Connection, months: set[int], products_written: set[int] = frozenset()) -> None:
+    """Recompute agg_monthly_product (but for `products_written`) and agg_monthly_sales for
+    `months` (YYYYMM), set-based."""
+    for table, chosen, select in (
+        ("agg_monthly_product", months - products_written, _MONTHLY),
+        ("agg_monthly_sales", months | products_written, _ROLLUPS["agg_monthly_sales"]),
+    ):
+        if not chosen:
+            continue
+        where, params = _months_filter(chosen)
+        source = _ROLLUP_SOURCE.get(table, "agg_daily_product")
         delete = f"DELETE FROM {table} WHERE month_key IN :months"
         conn.execute(text(delete).bindparams(bindparam("months", expanding=True)), params)
-        insert = f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) {select}"
+        insert = f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) {select.format(source=source, where=where)}"
         conn.execute(text(insert).bindparams(bindparam("months", expanding=True)), params)
+
+
+def write_monthly_products(conn: Connection, rows: pd.DataFrame) -> None:
+    """Replace agg_monthly_product's rows of the months in `rows` (`RunAggregates.monthly_products`)."""
+    if rows.empty:
+        return
+    months = sorted(int(m) for m in rows["month_key"].unique())
+    conn.execute(
+        text("DELETE FROM agg_monthly_product WHERE month_key IN :months").bindparams(bindparam("months", expanding=True)),
+        {"months": months},
+    )
+    load_frame(conn, "agg_monthly_product", rows)
 
 
 class _Keys:
@@ -320,6 +339,7 @@ class RunAggregates:
         self._products: list[pd.DataFrame] = []
         self._customers: list[pd.DataFrame] = []
         self._invoices: list[pd.DataFrame] = []
+        self._monthly: pd.DataFrame | None = None  # the run's sums by (month, product), in thousandths
         # Hashes of (date, customer, invoice, kind) already counted, grouped by date: beyond the
         # tracker's window they go to its spill file, read back only for dates counted before.
         self._counted = DuplicateTracker(window=COUNTED_WINDOW)
@@ -378,6 +398,7 @@ class RunAggregates:
         if not self._products:
             return []
         products = pd.concat(self._products).groupby(_PRODUCT_KEY, as_index=False).sum()
+        self._fold_months(products)
         customers = pd.concat(self._customers).groupby(_CUSTOMER_KEY, as_index=False).sum()
         invoices = pd.concat(self._invoices).groupby(_INVOICE_KEY, as_index=False).max()
         self._products, self._customers, self._invoices = [], [], []
@@ -399,6 +420,24 @@ class RunAggregates:
             sums.append((table, frame[~seen], frame[seen]))
         self.dates_written.update(products["date_key"].unique().tolist())
         return sums
+
+    def _fold_months(self, products: pd.DataFrame) -> None:
+        """Add daily product sums to the run's monthly ones (months x products: small)."""
+        monthly = products.assign(month_key=products["date_key"] // 100).drop(columns="date_key")
+        if self._monthly is not None:
+            monthly = pd.concat([self._monthly, monthly])
+        self._monthly = monthly.groupby(_MONTH_PRODUCT_KEY, as_index=False).sum()
+
+    def monthly_products(self, months: Iterable[int]) -> pd.DataFrame:
+        """agg_monthly_product rows of `months` from this run's facts alone: the whole rows of a
+        month in which the warehouse had no facts before the run (the caller knows which)."""
+        columns = list(_COLUMNS["agg_monthly_product"])
+        if self._monthly is None:
+            return pd.DataFrame(columns=columns)
+        rows = self._monthly[self._monthly["month_key"].isin([int(m) for m in months])].copy()
+        for col in ("revenue", "return_revenue"):
+            rows[col] = rows[col] / 1000
+        return rows[columns].reset_index(drop=True)
 
     def _new_invoice_counts(self, invoices: pd.DataFrame) -> pd.DataFrame:
         """Per (date, customer version): invoices, orders (with a sale line) and return invoices
@@ -450,6 +489,7 @@ _ADD = {c: "ROUND({}, 3)" for c in ("revenue", "return_revenue", "sale_revenue",
 
 
 _PRODUCT_KEY = ["date_key", "product_key"]
+_MONTH_PRODUCT_KEY = ["month_key", "product_key"]
 _CUSTOMER_KEY = ["date_key", "customer_key"]
 _INVOICE_KEY = ["date_key", "customer_key", "invoice_no"]
 _CUSTOMER_SUMS = [

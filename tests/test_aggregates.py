@@ -191,3 +191,26 @@ def test_aggregates_added_flush_by_flush_count_each_invoice_once(
     assert_aggregates_consistent(warehouse_url)
     etl_json(run_cli, generate_sales(tmp_path / "h.csv", 3_000, seed=6).path, "--chunk-size", str(chunk))  # overlapping dates
     assert_aggregates_consistent(warehouse_url)
+
+
+def test_monthly_product_rows_of_new_months_come_from_the_run_and_overlapping_months_from_sql(
+    run_cli: Cli, warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A month the warehouse had no facts in is written from the run's own monthly sums; a month
+    it had facts in is summed again from the daily rows. Both must equal the facts."""
+    from datetime import date
+
+    from etl import loader
+
+    written: list[set[int]] = []
+
+    def recording(conn, rows):
+        written.append({int(m) for m in rows["month_key"].unique()})
+        return aggregates.write_monthly_products(conn, rows)
+
+    monkeypatch.setattr(loader, "write_monthly_products", recording)
+    etl_json(run_cli, generate_sales(tmp_path / "jan.csv", 800, seed=3, start=date(2011, 1, 1), days=20).path)
+    assert_aggregates_consistent(warehouse_url)
+    etl_json(run_cli, generate_sales(tmp_path / "jan-feb.csv", 1_500, seed=4, start=date(2011, 1, 15), days=40).path)
+    assert_aggregates_consistent(warehouse_url)
+    assert written == [{201101}, {201102}]  # January the second time round went through SQL
