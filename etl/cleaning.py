@@ -317,10 +317,22 @@ def _canonical(t: pd.DataFrame, q_ok, quantity, p_ok, price, when, customer) -> 
     out = t.copy()
     out["Quantity"] = t["Quantity"].where(~q_ok, pd.Series(quantity, index=t.index).astype("str"))
     out["UnitPrice"] = t["UnitPrice"].where(~p_ok, pd.Series(price, index=t.index).astype("str"))
-    iso = when.dt.strftime("%Y-%m-%d %H:%M:%S")
-    out["InvoiceDate"] = t["InvoiceDate"].where(when.isna(), iso)
+    out["InvoiceDate"] = t["InvoiceDate"].where(when.isna(), _iso_text(when))
     out["CustomerID"] = customer.fillna(t["CustomerID"])
     return out[list(SOURCE_COLUMNS)]
+
+
+def _iso_text(when: pd.Series) -> pd.Series:
+    """`when` as strftime('%Y-%m-%d %H:%M:%S') writes it (line identities hash this text), by
+    Arrow's cast: a tenth of strftime's time."""
+    cast = pa.array(when.to_numpy(), from_pandas=True).cast(pa.timestamp("s"), safe=False).cast(pa.string())
+    text = pd.Series(cast, index=when.index, dtype="str")
+    # strftime's own text where the two differ: fractions of a second (a configured %f format),
+    # which strftime drops and the cast rounds toward 1970 (1969-12-31 23:59:59.5 -> 1970-01-01).
+    other = (when.dt.microsecond != 0).fillna(False).to_numpy(dtype=bool)
+    if other.any():
+        text[other] = when[other].dt.strftime("%Y-%m-%d %H:%M:%S")
+    return text
 
 
 def _rejected(raw: pd.DataFrame, codes: np.ndarray, flags: np.ndarray, line_id: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
