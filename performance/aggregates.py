@@ -7,8 +7,10 @@ aggregates its new facts chunk by chunk (`RunAggregates`) and adds them, every f
 the rows of dates that had no facts before; dates that did (overlapping extracts), dates whose
 facts an SCD2 change moved, and every date a rollback touches are recomputed from fact_sales
 with `refresh`. The
-months of every date written either way are then recomputed from agg_daily_product. All of it
-in the run's own transaction, so the aggregates always agree with fact_sales.
+months of every date written either way are then recomputed from agg_daily_product, but for the
+months without facts before the run and nothing to recompute: the run writes their product rows
+from its own monthly sums. All of it in the run's own transaction, so the aggregates always agree
+with fact_sales.
 """
 
 from __future__ import annotations
