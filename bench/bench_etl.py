@@ -263,7 +263,7 @@ def _setup(url: str) -> None:
 
 
 def measure_pg_writes(rnd: int, workdir: Path, loaded_rows: int) -> Sample:
-    """psql copying every table of the just-loaded warehouse into a fresh one, plus the ETL's ANALYZE (timed as one psql process)."""
+    """psql copying every table of the just-loaded warehouse into a fresh one, plus the ETL's ANALYZE of the fact (one timed psql process)."""
     _project_on_path()
     schema = write_floor.WRITES_SCHEMA
     psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
@@ -553,7 +553,7 @@ def _label(kind: str, scale: int) -> str:
     return {
         "floor": "psql \\copy floor (real file)",
         "postgresql": "PostgreSQL end to end (real file)",
-        "pg_writes": "PostgreSQL writes alone (psql: same rows, ANALYZE)",
+        "pg_writes": "PostgreSQL writes alone (psql: same rows, ANALYZE of the fact)",
         "sqlite": "SQLite end to end (real file)",
         "sqlite_writes": "SQLite writes alone (sqlite3: same rows)",
         "memory_1x": "SQLite 1× generated",
