@@ -58,7 +58,14 @@ PG_URL = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{BENCH_DB}"
 FLOOR_TABLE = "bench_copy_floor"
 FLOOR_COLUMNS = ("invoice_no", "stock_code", "description", "quantity", "invoice_date", "unit_price", "customer_id", "country")
 WAREHOUSE_SCHEMA = "rdp_bench_warehouse"  # recreated before every PostgreSQL load: a fresh warehouse, whatever tables it has
-PG_WAREHOUSE_URL = f"{PG_URL}?options=-csearch_path%3D{WAREHOUSE_SCHEMA}"
+
+
+def schema_url(schema: str) -> str:
+    """The bench database with `schema` first on the search_path (as the tests reach a warehouse)."""
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+PG_WAREHOUSE_URL = schema_url(WAREHOUSE_SCHEMA)
 
 GENERATED_ROWS = 541_909  # the real extract's size: the 1x profile
 SEED = 42
@@ -73,7 +80,7 @@ TARGET_SCALE_GROWTH = 1.2
 KINDS = ("floor", "postgresql", "pg_writes", "sqlite", "sqlite_writes", "memory_1x", "memory_nx")
 LOADS = ("postgresql", "sqlite")
 WRITES = {"postgresql": "pg_writes", "sqlite": "sqlite_writes"}  # each load's own database floor (bench/write_floor.py)
-WRITES_URL = f"{PG_URL}?options=-csearch_path%3D{write_floor.WRITES_SCHEMA}"
+WRITES_URL = schema_url(write_floor.WRITES_SCHEMA)
 
 
 class BenchError(Exception):
@@ -270,7 +277,13 @@ def measure_pg_writes(rnd: int, workdir: Path, loaded_rows: int) -> Sample:
     _setup(WRITES_URL)
     tables = write_floor.warehouse_tables()
     psql(write_floor.postgresql_clear(tables))
-    partitions = [p for p in psql(write_floor.PARTITIONS_SQL.format(schema=WAREHOUSE_SCHEMA)).splitlines() if p]
+    from config.settings import DatabaseSettings
+    from database.engine import make_engine
+
+    loaded = make_engine(DatabaseSettings(url=PG_WAREHOUSE_URL))
+    with loaded.connect() as conn:
+        partitions = write_floor.partition_statements(conn)
+    loaded.dispose()
     script = workdir / "pg_writes.sql"
     script.write_text(write_floor.postgresql_script(WAREHOUSE_SCHEMA, tables, partitions))
     child = run_child([*_psql_base(BENCH_DB), "-q", "-f", str(script)], "psql writes floor")
@@ -285,10 +298,7 @@ def measure_sqlite_writes(rnd: int, loaded: Path, loaded_rows: int) -> Sample:
     remove_sqlite(fresh)
     _setup(sqlite_url(fresh))
     tables = write_floor.warehouse_tables()
-    with sqlite3.connect(fresh) as conn:
-        for table in reversed(tables):
-            conn.execute(f'DELETE FROM "{table}"')
-    conn.close()
+    write_floor.sqlite_clear(fresh, tables)
     script = loaded.with_name("sqlite_writes.sql")
     script.write_text(write_floor.sqlite_script(loaded, tables))
     if shutil.which("sqlite3"):

@@ -10,17 +10,12 @@ warehouse in less time than this; the ratio of a load to it is what our own code
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-WRITES_SCHEMA = "rdp_bench_writes"  # the fresh PostgreSQL warehouse the rows are copied into
+from sqlalchemy import Connection
 
-# The partitions a load created, as statements for the fresh warehouse (the default one exists).
-PARTITIONS_SQL = (
-    "SELECT 'CREATE TABLE ' || c.relname || ' PARTITION OF fact_sales ' || pg_get_expr(c.relpartbound, c.oid) "
-    "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-    "WHERE i.inhparent = CAST('{schema}.fact_sales' AS regclass) AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT' "
-    "ORDER BY c.relname"
-)
+WRITES_SCHEMA = "rdp_bench_writes"  # the fresh PostgreSQL warehouse the rows are copied into
 
 
 def warehouse_tables() -> list[str]:
@@ -50,6 +45,14 @@ def postgresql_script(source_schema: str, tables: list[str], partitions: list[st
     return "\n".join(lines) + "\n"
 
 
+def partition_statements(conn: Connection) -> list[str]:
+    """The monthly partitions the load created, as statements for the fresh warehouse (which has
+    the default partition already)."""
+    from database.partitions import FACT, list_partitions
+
+    return [f"CREATE TABLE {p.name} PARTITION OF {FACT} {p.bounds}" for p in list_partitions(conn) if p.bounds != "DEFAULT"]
+
+
 def postgresql_clear(tables: list[str], target_schema: str = WRITES_SCHEMA) -> str:
     """Empty the fresh warehouse (setup's own rows, such as the unknown customer, come from the copy)."""
     return f"TRUNCATE {', '.join(f'{target_schema}.{t}' for t in tables)} CASCADE"
@@ -63,3 +66,11 @@ def sqlite_script(loaded: Path, tables: list[str]) -> str:
     # (its transfer optimisation); a loader has to encode every row and index entry itself.
     lines += ["BEGIN IMMEDIATE;"] + [f'INSERT INTO main."{t}" SELECT * FROM src."{t}" WHERE 1;' for t in tables] + ["COMMIT;"]
     return "\n".join(lines) + "\n"
+
+
+def sqlite_clear(fresh: Path, tables: list[str]) -> None:
+    """Empty the fresh SQLite warehouse (setup's own rows come from the copy), children first."""
+    with sqlite3.connect(fresh) as conn:
+        for table in reversed(tables):
+            conn.execute(f'DELETE FROM "{table}"')
+    conn.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -40,14 +41,19 @@ def _driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
             cursor.close()
 
 
+def timestamp_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Timestamps as text in SQLITE_TS_FORMAT, the one form the warehouse and line identities
+    use: whole seconds, a fraction dropped as strftime drops it (floored, so before 1970 too).
+    Arrow's cast, 10x faster than strftime (0.54 of the loader's 6.4 s on the real file)."""
+    return pc.floor_temporal(values, unit="second").cast(pa.timestamp("s")).cast(pa.string())
+
+
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
     """`frame` as the Arrow table both load paths send (timestamps as text in one fixed form)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     for i, field in enumerate(table.schema):
         if pa.types.is_timestamp(field.type):
-            # Arrow's cast of a timestamp[s] to text writes SQLITE_TS_FORMAT (checked in the tests),
-            # 10x faster than strftime: 0.54 of the loader's 6.4 s on the real file.
-            table = table.set_column(i, field.name, table.column(i).cast(pa.timestamp("s")).cast(pa.string()))
+            table = table.set_column(i, field.name, timestamp_text(table.column(i)))
     return table
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.settings import Settings
+from database.bulk import timestamp_text
 from database.models import DimCustomer, DimProduct, FactSales
 from etl.columns import SNAKE as _SNAKE
 from etl.columns import SOURCE_COLUMNS
@@ -136,13 +137,8 @@ def _control_characters(t: pd.DataFrame) -> np.ndarray:
 def _may_hold_control(values: pd.Series) -> bool:
     """Whether the UTF-8 bytes behind `values` contain a control byte or U+2400 (E2 90 80).
     Checks whole buffers, so a byte outside the values only costs the regex, never a miss."""
-    try:
-        chunks = pa.chunked_array(values.array.__arrow_array__()).chunks
-    except (AttributeError, TypeError, pa.ArrowException):
-        return True  # not Arrow-backed text: let the regex decide
-    for chunk in chunks:
-        if not pa.types.is_string(chunk.type) and not pa.types.is_large_string(chunk.type):
-            return True
+    text = pa.array(values)  # no copy for Arrow-backed text
+    for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
         data = chunk.buffers()[2]
         if data is None:
             continue
@@ -323,16 +319,8 @@ def _canonical(t: pd.DataFrame, q_ok, quantity, p_ok, price, when, customer) -> 
 
 
 def _iso_text(when: pd.Series) -> pd.Series:
-    """`when` as strftime('%Y-%m-%d %H:%M:%S') writes it (line identities hash this text), by
-    Arrow's cast: a tenth of strftime's time."""
-    cast = pa.array(when.to_numpy(), from_pandas=True).cast(pa.timestamp("s"), safe=False).cast(pa.string())
-    text = pd.Series(cast, index=when.index, dtype="str")
-    # strftime's own text where the two differ: fractions of a second (a configured %f format),
-    # which strftime drops and the cast rounds toward 1970 (1969-12-31 23:59:59.5 -> 1970-01-01).
-    other = (when.dt.microsecond != 0).fillna(False).to_numpy(dtype=bool)
-    if other.any():
-        text[other] = when[other].dt.strftime("%Y-%m-%d %H:%M:%S")
-    return text
+    """`when` as strftime('%Y-%m-%d %H:%M:%S') writes it (line identities hash this text)."""
+    return pd.Series(timestamp_text(pa.array(when.to_numpy(), from_pandas=True)), index=when.index, dtype="str")
 
 
 def _rejected(raw: pd.DataFrame, codes: np.ndarray, flags: np.ndarray, line_id: np.ndarray, rows: np.ndarray) -> pd.DataFrame:

@@ -107,7 +107,7 @@ def evaluate(
     started = time.perf_counter()
     specs = select(catalogue(settings, conn.dialect.name), table)
     now = _utcnow()
-    counts = count_checks(conn, settings, specs, run_id, now, fact_holds_only_run and run_id is not None)
+    counts = count_checks(conn, settings, specs, run_id, now, fact_holds_only_run)
     sample_size = settings.quality_rules.sample_size
     results = []
     for spec in specs:

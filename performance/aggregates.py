@@ -243,14 +243,13 @@ def _months_filter(months: set[int]) -> tuple[str, dict]:
 def _refresh_months(conn: Connection, months: set[int], products_written: set[int] = frozenset()) -> None:
     """Recompute agg_monthly_product (but for `products_written`) and agg_monthly_sales for
     `months` (YYYYMM), set-based."""
-    for table, chosen, select in (
-        ("agg_monthly_product", months - products_written, _MONTHLY),
-        ("agg_monthly_sales", months | products_written, _ROLLUPS["agg_monthly_sales"]),
+    for table, chosen, select, source in (
+        ("agg_monthly_product", months - products_written, _MONTHLY, "agg_daily_product"),
+        ("agg_monthly_sales", months | products_written, _ROLLUPS["agg_monthly_sales"], _ROLLUP_SOURCE["agg_monthly_sales"]),
     ):
         if not chosen:
             continue
         where, params = _months_filter(chosen)
-        source = _ROLLUP_SOURCE.get(table, "agg_daily_product")
         delete = f"DELETE FROM {table} WHERE month_key IN :months"
         conn.execute(text(delete).bindparams(bindparam("months", expanding=True)), params)
         insert = f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) {select.format(source=source, where=where)}"

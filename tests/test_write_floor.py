@@ -30,10 +30,7 @@ def test_sqlite_floor_copies_every_table(tmp_path: Path) -> None:
     _load(f"sqlite:///{loaded}", tmp_path)
     assert Cli(f"sqlite:///{fresh}")("setup").exit_code == 0
     tables = write_floor.warehouse_tables()
-    with sqlite3.connect(fresh) as conn:
-        for table in reversed(tables):
-            conn.execute(f'DELETE FROM "{table}"')
-    conn.close()
+    write_floor.sqlite_clear(fresh, tables)
     sqlite3.connect(fresh, isolation_level=None).executescript(write_floor.sqlite_script(loaded, tables))
     source, copy = create_engine(f"sqlite:///{loaded}"), create_engine(f"sqlite:///{fresh}")
     with source.connect() as a, copy.connect() as b:
@@ -55,11 +52,13 @@ def test_postgresql_floor_copies_every_table_and_partition(pg_url: str, tmp_path
         tables = write_floor.warehouse_tables()
         with admin.connect() as conn:
             conn.execute(text(write_floor.postgresql_clear(tables, target)))
-            partitions = [p for (p,) in conn.execute(text(write_floor.PARTITIONS_SQL.format(schema=source_schema)))]
+            conn.exec_driver_sql(f"SET search_path = {source_schema}")
+            partitions = write_floor.partition_statements(conn)
             assert partitions, "the load made monthly partitions"
             conn.exec_driver_sql(write_floor.postgresql_script(source_schema, tables, partitions, target))
             assert _counts(conn, target) == _counts(conn, source_schema)
-            made = conn.execute(text(write_floor.PARTITIONS_SQL.format(schema=target))).scalars().all()
+            conn.exec_driver_sql(f"SET search_path = {target}")
+            made = write_floor.partition_statements(conn)
             assert made == partitions
     finally:
         with admin.connect() as conn:
