@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from utils.context import AppContext
+from cli_context import AppContext
 from utils.errors import PlatformError
 from utils.urls import mask_secrets
 
@@ -76,7 +76,7 @@ def _configure_logging(app: AppContext) -> None:
     configure_logging(settings.logging.level, log_file)
 
 
-COMMAND_PACKAGES = ("config", "database", "etl", "monitoring", "performance", "scheduling", "metadata", "reports")
+COMMAND_PACKAGES = ("config", "database", "etl", "monitoring", "performance", "scheduling", "metadata", "reports", "sampledata")
 
 
 def _register() -> None:

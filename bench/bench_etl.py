@@ -364,7 +364,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 def generate_inputs(plan: Plan, console: Console) -> None:
     """Write the 1x and Nx synthetic extracts once (same seed, same profile)."""
     _project_on_path()
-    from etl.generator import generate_sales
+    from sampledata.generator import generate_sales
 
     free = shutil.disk_usage(plan.workdir).free
     need = GENERATED_ROWS * (plan.scale + 1) * 200  # about 85 bytes a CSV line, ~110 in SQLite

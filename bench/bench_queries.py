@@ -48,12 +48,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from config.cache import CacheSettings  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from database.engine import make_engine  # noqa: E402
 from performance.analyze import analyze_named  # noqa: E402
 from performance.queries import STANDARD_QUERIES  # noqa: E402
 from performance.service import QueryService  # noqa: E402
-from performance.settings import CacheSettings  # noqa: E402
 from utils.errors import PlatformError  # noqa: E402
 
 DEFAULT_REAL = REPO_ROOT.parent / "shared" / "datasets" / "online_retail.csv"

@@ -42,11 +42,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.bench_queries import ensure_pg, pct, replace_block  # noqa: E402
+from config.cache import CacheSettings  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from database.engine import make_engine  # noqa: E402
 from performance.queries import NamedQuery  # noqa: E402
 from performance.service import QueryService  # noqa: E402
-from performance.settings import CacheSettings  # noqa: E402
 from reports import analytics as a  # noqa: E402
 from reports.dashboard import write_dashboard  # noqa: E402
 from reports.output import to_csv, to_json, to_table  # noqa: E402

@@ -145,7 +145,7 @@ def load(engine: str, source: Path, workers: int) -> dict:
 
 def generated(scale: int, folder: Path) -> tuple[Path, float]:
     sys.path.insert(0, str(REPO_ROOT))
-    from etl.generator import generate_sales
+    from sampledata.generator import generate_sales
 
     path = folder / f"scale-{scale}x.csv"
     start = time.perf_counter()

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST_DAY = date(2010, 12, 1)  # daily mode: extract N holds the sales of FIRST_DAY + N days
 sys.path.insert(0, str(ROOT))
 
-from etl.generator import generate_sales  # noqa: E402
+from sampledata.generator import generate_sales  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

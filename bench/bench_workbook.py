@@ -1,6 +1,6 @@
 """Workbook load benchmark: peak memory and speed of `etl` on a large .xlsx, `python -m bench.bench_workbook --help`.
 
-Writes a generated extract (`etl.generator`, the real file's profile) as a two-sheet workbook in
+Writes a generated extract (`sampledata.generator`, the real file's profile) as a two-sheet workbook in
 the second edition's layout (Invoice, Price, Customer ID; numbers and datetimes as typed cells)
 with openpyxl's write-only mode, then loads it with the real CLI in a child process into a new
 SQLite warehouse:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(TIME_BIN).exists():
         raise SystemExit(f"{TIME_BIN} is needed to measure peak memory (apt-get install time)")
     sys.path.insert(0, str(REPO_ROOT))
-    from etl.generator import generate_sales
+    from sampledata.generator import generate_sales
 
     folder = Path(tempfile.mkdtemp(prefix="rdp-bench-xlsx-"))
     try:

@@ -20,11 +20,9 @@ WRITES_SCHEMA = "rdp_bench_writes"  # the fresh PostgreSQL warehouse the rows ar
 
 def warehouse_tables() -> list[str]:
     """Every table `setup` creates, parents before children (foreign keys)."""
-    from database.models import Base
-    from database.schema import load_all_models
+    from database.tables import METADATA
 
-    load_all_models()
-    return [table.name for table in Base.metadata.sorted_tables]
+    return [table.name for table in METADATA.sorted_tables]
 
 
 def analyzed_on_the_critical_path() -> str:

@@ -17,9 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from performance.settings import CacheSettings
+from config.cache import CacheSettings
 from utils.errors import ConfigError
 from utils.urls import has_secret, is_secret_key
+from utils.vocabulary import SOURCE_COLUMNS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
@@ -134,7 +135,6 @@ class RuleSettings(_Section):
     @field_validator("required_fields")
     @classmethod
     def _known_columns(cls, value: list[str]) -> list[str]:
-        from etl.columns import SOURCE_COLUMNS
 
         unknown = [v for v in value if v not in SOURCE_COLUMNS]
         if unknown:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, Table, text
 
 from config.settings import WarehouseSettings
-from database.models import Base
 from database.partitions import FACT, partitioned_fact_table
 from utils.errors import ConfigError, PlatformError
 from utils.urls import mask_url
@@ -84,10 +83,9 @@ class Placement:
 
 def _tables() -> list[Table]:
     """Every warehouse table, referenced tables before the tables that refer to them."""
-    from database.schema import load_all_models
+    from database.tables import METADATA  # the models import this module's neighbours
 
-    load_all_models()
-    return list(Base.metadata.sorted_tables)
+    return list(METADATA.sorted_tables)
 
 
 def placements(warehouse: WarehouseSettings) -> list[Placement]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,10 +9,12 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import WarehouseSettings
+from database.aggregates import AGGREGATE_TABLES, refresh
 from database.citus import distribute, require_citus
 from database.errors import describe
-from database.models import UNKNOWN_CUSTOMER_KEY, Base, DimCustomer
+from database.models import UNKNOWN_CUSTOMER_KEY, DimCustomer
 from database.partitions import create_partitioned_fact
+from database.tables import METADATA
 from utils.urls import mask_url
 
 UNKNOWN_SINCE = datetime(1900, 1, 1)
@@ -40,24 +41,10 @@ class HealthReport:
     writable: bool
 
 
-MODEL_MODULES = ("monitoring.models", "scheduling.models", "metadata.models", "performance.models", "performance.aggregates")
-
-
-def load_all_models() -> None:
-    """Import the table models other packages define on the shared Base, so set-up creates them."""
-    for name in MODEL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-
-
 def missing_tables(engine: Engine) -> list[str]:
     """Warehouse tables that do not exist yet."""
-    load_all_models()
     existing = set(inspect(engine).get_table_names())
-    return [t for t in Base.metadata.tables if t not in existing]
+    return [t for t in METADATA.tables if t not in existing]
 
 
 def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> SetupResult:
@@ -70,10 +57,9 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
             require_citus(engine)
         missing = missing_tables(engine)
         with engine.begin() as conn:
-            load_all_models()
             if engine.dialect.name == "postgresql" and "fact_sales" in missing:
                 create_partitioned_fact(conn)
-            Base.metadata.create_all(conn, checkfirst=True)
+            METADATA.create_all(conn, checkfirst=True)
             _create_missing_indexes(conn, missing)
             distributed = distribute(conn, warehouse) if citus else None
             _backfill_aggregates(conn, missing)
@@ -91,14 +77,14 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
                 )
     except SQLAlchemyError as exc:
         raise describe(engine, exc) from None
-    existing = [t for t in Base.metadata.tables if t not in missing]
+    existing = [t for t in METADATA.tables if t not in missing]
     return SetupResult(missing, existing, exists is None, distributed)
 
 
 def _create_missing_indexes(conn, missing: list[str]) -> None:
     """Indexes a newer version added to tables that already existed (create_all skips those tables)."""
     existing = set(inspect(conn).get_table_names())
-    for table in Base.metadata.sorted_tables:
+    for table in METADATA.sorted_tables:
         if table.name in existing and table.name not in missing:
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
@@ -106,8 +92,6 @@ def _create_missing_indexes(conn, missing: list[str]) -> None:
 
 def _backfill_aggregates(conn, missing: list[str]) -> None:
     """Aggregate tables added to a warehouse that already has facts get every date computed."""
-    from performance.aggregates import AGGREGATE_TABLES, refresh
-
     if "fact_sales" in missing or not any(t in missing for t in AGGREGATE_TABLES):
         return
     dates = [d for (d,) in conn.execute(text("SELECT DISTINCT date_key FROM fact_sales"))]

@@ -34,12 +34,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from config.settings import Settings
-from etl.columns import SOURCE_COLUMNS
 from etl.ingestion import Chunk
 from etl.mapping import resolve_columns
 from etl.workbook import empty_frame, text_column
 from utils.errors import SourceError
 from utils.urls import mask_url
+from utils.vocabulary import SOURCE_COLUMNS
 
 log = logging.getLogger(__name__)
 

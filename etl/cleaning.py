@@ -22,9 +22,8 @@ import pyarrow.compute as pc
 from config.settings import Settings
 from database.bulk import timestamp_text
 from database.models import DimCustomer, DimProduct, FactSales
-from etl.columns import SNAKE as _SNAKE
-from etl.columns import SOURCE_COLUMNS
 from etl.identity import DuplicateTracker, line_identity
+from utils.vocabulary import SNAKE, SOURCE_COLUMNS
 
 PRICE_SCALE = 1000  # prices and totals are exact integers of thousandths
 # A fact cannot exist without these, whatever rules.required_fields says.
@@ -41,28 +40,6 @@ _CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2400]"
 NUL_STAND_IN = "\u2400"
 # |line total| must fit NUMERIC(18, 3): at most 15 digits before the point (in thousandths: < 1e18).
 _MAX_LINE_TOTAL_MILLI = 1e18
-
-REASONS = {
-    "missing_invoice_no": "InvoiceNo is empty",
-    "missing_stock_code": "StockCode is empty",
-    "missing_description": "Description is empty",
-    "missing_quantity": "Quantity is empty",
-    "missing_invoice_date": "InvoiceDate is empty",
-    "missing_unit_price": "UnitPrice is empty",
-    "missing_customer_id": "CustomerID is empty",
-    "missing_country": "Country is empty",
-    "bad_quantity": "Quantity is not a whole number",
-    "bad_unit_price": "UnitPrice is not a number with at most 3 decimals",
-    "bad_invoice_date": "InvoiceDate matches none of the configured date formats",
-    "bad_customer_id": "CustomerID is not a whole number",
-    "zero_quantity": "Quantity is 0",
-    "non_positive_price": "UnitPrice is 0 or negative (and not a bad-debt adjustment)",
-    "out_of_range": "a value is outside the configured bounds (or the line total does not fit NUMERIC(18, 3))",
-    "too_long": "InvoiceNo, StockCode, CustomerID or Country is longer than its warehouse column",
-    "control_characters": "a field holds a NUL or another control character",
-    "duplicate": "repeats an earlier row of this source in all eight fields",
-    "malformed_line": "the line does not have the expected number of fields",
-}
 
 
 def _max_lengths() -> dict[str, int]:
@@ -197,7 +174,7 @@ class CleaningRules:
             t["UnitPrice"] = t["UnitPrice"].str.replace(",", ".", regex=False)
         reasons: dict[str, object] = {}  # reason code -> boolean Series or array (one frame at the end)
         for col in dict.fromkeys([*STRUCTURAL_FIELDS, *self.rules.required_fields]):
-            reasons[f"missing_{_SNAKE[col]}"] = t[col] == ""
+            reasons[f"missing_{SNAKE[col]}"] = t[col] == ""
 
         q_ok = t["Quantity"].str.fullmatch(_INT)
         p_ok = t["UnitPrice"].str.fullmatch(_PRICE)
@@ -327,7 +304,7 @@ def _rejected(raw: pd.DataFrame, codes: np.ndarray, flags: np.ndarray, line_id: 
     joined = [";".join(codes[f]) for f in flags]
     out = pd.DataFrame({"line_id": line_id, "source_row": rows, "reasons": joined})
     for col in SOURCE_COLUMNS:
-        out[_SNAKE[col]] = _storable(raw[col]).to_numpy()
+        out[SNAKE[col]] = _storable(raw[col]).to_numpy()
     out["raw_line"] = None
     return out
 
@@ -345,6 +322,6 @@ def malformed_rows(malformed: list[tuple[int, str, str]]) -> pd.DataFrame:
     text = _storable(text)
     out = pd.DataFrame({"line_id": ids, "source_row": rows, "reasons": "malformed_line"})
     for col in SOURCE_COLUMNS:
-        out[_SNAKE[col]] = ""
+        out[SNAKE[col]] = ""
     out["raw_line"] = text.to_numpy()
     return out

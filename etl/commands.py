@@ -1,4 +1,4 @@
-"""`etl`, `runs list|show` and `data generate`."""
+"""`etl`, `runs list|show` and `quarantine replay`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from etl import ledger
 from etl.pipeline import EtlOptions, RunSummary, run_etl
+from etl.replay import replay
+from monitoring.commands import quarantine_group
 from utils.errors import PlatformError
 from utils.render import emit, table
 
@@ -217,44 +219,25 @@ def runs_show(app, run_id: int, fmt: str) -> None:
     emit(data, fmt, table([{"field": k, "value": v} for k, v in data.items()], title=f"Run {run_id}"))
 
 
-@click.group("data")
-def data_group() -> None:
-    """Sample data."""
+# `quarantine replay` joins the quarantine group of monitoring/commands.py: it re-runs this package's cleaning.
+@quarantine_group.command("replay")
+@click.option("--run", "run_id", type=int, help="only rows quarantined by this run")
+@click.option("--reason", help="only rows with this reason code")
+@click.option("--dry-run", is_flag=True, help="show what would happen, change nothing")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def quarantine_replay(app, run_id: int | None, reason: str | None, dry_run: bool, fmt: str) -> None:
+    """Re-process quarantined rows under the current rules; rows that now pass are loaded exactly once."""
+    result = replay(app.engine, app.settings, run_id, reason, dry_run)
+    data = {k: v for k, v in result.__dict__.items()}
+    rows = [
+        {"": "replay run", "value": f"{result.run_id}" + (" (dry run)" if dry_run else "")},
+        {"": "rows considered", "value": f"{result.considered:,}"},
+        {"": "  loaded", "value": f"{result.loaded:,}"},
+        {"": "  already in the warehouse", "value": f"{result.already_loaded:,}"},
+        {"": "  still quarantined", "value": f"{result.still_quarantined:,}"},
+    ] + [{"": f"    {code}", "value": f"{n:,}"} for code, n in sorted(result.still_by_reason.items())]
+    emit(data, fmt, table(rows, title="Quarantine replay", columns=["", "value"]))
 
 
-@data_group.command("generate")
-@click.option("--rows", type=click.IntRange(max=100_000_000), default=50_000, show_default=True, help="data rows to write")
-@click.option("--seed", type=int, default=42, show_default=True, help="same seed and options, same rows")
-@click.option(
-    "--output", type=click.Path(path_type=Path), required=True, help="CSV file to write (.gz for gzip); with --split, the folder to write"
-)
-@click.option(
-    "--split",
-    type=click.Choice(["day", "store"]),
-    help="write a folder instead: one CSV per trading day (sales-YYYY-MM-DD.csv) or per store (sales-store-NN.csv), plus _manifest.json",
-)
-@click.option("--stores", type=click.IntRange(1, 500), help="with --split store: how many stores  [default: 10]")
-@click.option("--overwrite", is_flag=True, help="with --split: replace a folder an earlier data generate wrote (a file is always replaced)")
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2010-12-01", show_default=True, help="first day of trading")
-@click.option("--days", type=click.IntRange(1, 10_000), default=374, show_default=True, help="days the rows spread over")
-@_FORMAT
-def data_generate(rows, seed, output: Path, split, stores, overwrite: bool, start, days: int, fmt: str) -> None:
-    """Write a synthetic extract with the profile of the real UCI Online Retail file (one file, or a folder with --split)."""
-    from etl.generator import generate_folder, generate_sales
-
-    if stores is not None and split != "store":
-        raise click.UsageError("--stores needs --split store")
-    try:
-        if split:
-            result = generate_folder(output, rows, seed, split, stores or 10, start.date(), days, overwrite=overwrite)
-        else:
-            result = generate_sales(output, rows, seed, start.date(), days)
-    except (ValueError, OSError) as exc:
-        raise PlatformError(f"cannot generate {output}: {exc}") from None
-    data = {"path": str(result.path), "files": result.files, "rows": result.rows, "bytes": result.bytes, "invoices": result.invoices}
-    data |= {"customers": result.customers, "duplicates": result.duplicates, "seconds": round(result.seconds, 3)}
-    data["rows_per_s"] = round(result.rows / result.seconds) if result.seconds > 0 else None
-    emit(data, fmt, table([{"": k, "value": v} for k, v in data.items()], title="Generated sample", columns=["", "value"]))
-
-
-COMMANDS = (etl_command, runs_group, data_group)
+COMMANDS = (etl_command, runs_group)

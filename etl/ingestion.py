@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from etl import linereader
-from etl.columns import SOURCE_COLUMNS
 from etl.mapping import resolve_columns
 from utils.errors import SourceError
+from utils.vocabulary import SOURCE_COLUMNS
 
 _BLOCK = 1 << 20
 _BINARY_MAGIC = {

@@ -33,13 +33,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, bindparam, text
 
+from database.aggregates import refresh as refresh_aggregates
+from database.aggregates import write_monthly_products, write_sums
 from database.bulk import load_arrow, load_frame, to_arrow
 from database.models import SQLITE_TS_FORMAT
 from database.partitions import ensure_month, existing_partitions, is_partitioned, partition_name
+from etl.aggregates import RunAggregates
 from etl.cleaning import PRICE_SCALE
 from etl.transformation import Scd2Plan, date_rows, plan_customers
-from performance.aggregates import RunAggregates, write_monthly_products, write_sums
-from performance.aggregates import refresh as refresh_aggregates
 
 _STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
     product_key INTEGER, stock_code TEXT NOT NULL, description TEXT, unit_price NUMERIC(18, 3) NOT NULL, transaction_datetime TIMESTAMP NOT NULL,

@@ -8,8 +8,8 @@ config (`sources.NAME.columns`) or `--map Target=Source` on the command line.
 
 from __future__ import annotations
 
-from etl.columns import SOURCE_COLUMNS
 from utils.errors import SourceError
+from utils.vocabulary import SOURCE_COLUMNS
 
 VARIANTS: dict[str, str] = {
     "invoiceno": "InvoiceNo",

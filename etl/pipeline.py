@@ -19,6 +19,7 @@ from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
+from database.aggregates import AGGREGATE_TABLES
 from database.errors import describe
 from database.locks import warehouse_lock, write_transaction
 from database.partitions import parent_statistics_stale
@@ -30,7 +31,6 @@ from etl.loader import LoadCounts, WarehouseLoader
 from etl.sources import Source, SourceOptions, open_source
 from monitoring.alerts import run_alerts
 from monitoring.gate import GateResult, evaluate, record
-from performance.aggregates import AGGREGATE_TABLES
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
 from utils.memory import release_memory, use_system_allocator

@@ -21,12 +21,12 @@ from config.settings import Settings
 from database.errors import describe
 from database.locks import warehouse_lock
 from etl import ledger
-from etl.cleaning import _SNAKE, Cleaner
-from etl.columns import SOURCE_COLUMNS
+from etl.cleaning import Cleaner
 from etl.loader import WarehouseLoader
 from utils.errors import PlatformError
+from utils.vocabulary import REASONS, SNAKE, SOURCE_COLUMNS
 
-_RAW = [_SNAKE[c] for c in SOURCE_COLUMNS]
+_RAW = [SNAKE[c] for c in SOURCE_COLUMNS]
 _COLUMNS = ["quarantine_id", "run_id", "line_id", "source_row", "reasons", *_RAW, "raw_line", "quarantined_at"]
 
 
@@ -63,7 +63,6 @@ def replay(
 
 
 def _check_filters(engine: Engine, run: int | None, reason: str | None) -> None:
-    from etl.cleaning import REASONS
 
     if reason is not None and reason not in REASONS:
         raise PlatformError(f"unknown reason '{reason}'; choose from {', '.join(REASONS)}")
@@ -116,7 +115,7 @@ def _replay_rows(conn: Connection, settings: Settings, run: int | None, reason: 
     # The duplicate rule is about the source file, which a replay does not see again: a row
     # quarantined as a duplicate stays one while rules.reject_duplicates is on.
     relaxed = settings.model_copy(update={"rules": settings.rules.model_copy(update={"reject_duplicates": False})})
-    frame = pd.DataFrame({col: rows[_SNAKE[col]].fillna("").astype("str") for col in SOURCE_COLUMNS})
+    frame = pd.DataFrame({col: rows[SNAKE[col]].fillna("").astype("str") for col in SOURCE_COLUMNS})
     positions = np.arange(len(rows), dtype=np.int64)  # passed as "source rows" to map results back
     accepted = Cleaner(relaxed).clean(frame, positions).accepted
     passing = np.zeros(len(rows), dtype=bool)

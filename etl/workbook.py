@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from config.settings import Settings
-from etl.columns import SOURCE_COLUMNS
 from etl.ingestion import Chunk
 from etl.mapping import resolve_columns
 from utils.errors import SourceError
+from utils.vocabulary import SOURCE_COLUMNS
 
 log = logging.getLogger(__name__)
 

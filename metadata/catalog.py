@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, Table, inspect, text
 
-from database.models import Base
-from database.schema import load_all_models
+from database.tables import METADATA
 from utils.errors import PlatformError
 
 
@@ -24,8 +23,7 @@ def table_kind(name: str) -> str:
 
 def catalog_tables() -> dict[str, Table]:
     """Every table the platform defines, by name."""
-    load_all_models()
-    return dict(sorted(Base.metadata.tables.items()))
+    return dict(sorted(METADATA.tables.items()))
 
 
 def known_table(name: str) -> Table:

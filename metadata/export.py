@@ -8,12 +8,12 @@ from dataclasses import asdict
 
 from sqlalchemy import Engine
 
-from etl.columns import SOURCE_COLUMNS
 from metadata.catalog import catalog_tables, list_columns, list_tables
 from metadata.lineage import lineage
 from metadata.versions import list_versions
 from utils.render import to_json
 from utils.urls import mask_url
+from utils.vocabulary import SOURCE_COLUMNS
 
 PRODUCER = "https://example.invalid/retail-data-platform"  # identifies this tool in OpenLineage events
 OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"

@@ -18,11 +18,11 @@ from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
+from database.aggregates import dates_of_customers
+from database.aggregates import refresh as refresh_aggregates
 from database.errors import describe
 from database.locks import warehouse_lock
 from etl import ledger
-from performance.aggregates import dates_of_customers
-from performance.aggregates import refresh as refresh_aggregates
 from utils.errors import PlatformError
 
 VERSION_KINDS = ("load", "replay", "rollback")

@@ -27,10 +27,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import AlertChannel, Settings
 from database.errors import describe
 from database.models import EtlRun
+from database.quality_models import Alert as AlertRow
 from monitoring.anomaly import detect
 from monitoring.channels import deliver, wants
 from monitoring.history import evaluation, latest_evaluation
-from monitoring.models import Alert as AlertRow
 from utils.errors import PlatformError
 
 log = logging.getLogger(__name__)

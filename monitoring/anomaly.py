@@ -24,8 +24,8 @@ from statistics import median
 from sqlalchemy import Connection
 
 from config.settings import Settings
-from etl.cleaning import REASONS
 from monitoring.history import RunPoint, recent_runs
+from utils.vocabulary import REASONS
 
 MAD_TO_Z = 0.6745  # MAD of a normal distribution is 0.6745 standard deviations
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from config.settings import Settings
-from etl.columns import SNAKE as _SNAKE
-from etl.columns import SOURCE_COLUMNS
 from utils.errors import ConfigError, PlatformError
+from utils.vocabulary import SNAKE, SOURCE_COLUMNS
 
 DIMENSIONS = ("completeness", "validity", "uniqueness", "accuracy", "consistency", "freshness")
 # Six digits in the real extract; a retailer with years of history (or a 50x generated extract)
@@ -124,7 +123,7 @@ def _source_checks(settings: Settings) -> list[CheckSpec]:
     required = set(settings.rules.required_fields) | {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice"}
     specs = []
     for field_name in SOURCE_COLUMNS:
-        col = _SNAKE[field_name]
+        col = SNAKE[field_name]
         if field_name in required:
             specs.append(
                 CheckSpec(

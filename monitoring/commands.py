@@ -1,4 +1,4 @@
-"""`quality check|report|history|checks`, `quarantine list|show|export`, `alerts run|list|ack|test`."""
+"""`quality check|report|history|checks`, `quarantine list|show|export` (`quarantine replay` re-runs the cleaning stage, so it lives in etl/commands.py), `alerts run|list|ack|test`."""
 
 from __future__ import annotations
 
@@ -273,28 +273,6 @@ def alerts_test(app, channel_name: str, fmt: str) -> None:
 
     alert = send_test_alert(app.settings, channel_name)
     emit(alert.as_dict(), fmt, f"test alert delivered on channel '{channel_name}'")
-
-
-@quarantine_group.command("replay")
-@click.option("--run", "run_id", type=int, help="only rows quarantined by this run")
-@click.option("--reason", help="only rows with this reason code")
-@click.option("--dry-run", is_flag=True, help="show what would happen, change nothing")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_obj
-def quarantine_replay(app, run_id: int | None, reason: str | None, dry_run: bool, fmt: str) -> None:
-    """Re-process quarantined rows under the current rules; rows that now pass are loaded exactly once."""
-    from etl.replay import replay
-
-    result = replay(app.engine, app.settings, run_id, reason, dry_run)
-    data = {k: v for k, v in result.__dict__.items()}
-    rows = [
-        {"": "replay run", "value": f"{result.run_id}" + (" (dry run)" if dry_run else "")},
-        {"": "rows considered", "value": f"{result.considered:,}"},
-        {"": "  loaded", "value": f"{result.loaded:,}"},
-        {"": "  already in the warehouse", "value": f"{result.already_loaded:,}"},
-        {"": "  still quarantined", "value": f"{result.still_quarantined:,}"},
-    ] + [{"": f"    {code}", "value": f"{n:,}"} for code, n in sorted(result.still_by_reason.items())]
-    emit(data, fmt, table(rows, title="Quarantine replay", columns=["", "value"]))
 
 
 COMMANDS = (quality_group, quarantine_group, alerts_group)

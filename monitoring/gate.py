@@ -17,8 +17,8 @@ import sqlalchemy
 from sqlalchemy import insert
 
 from config.settings import Settings
+from database.quality_models import QualityMetric, QualityResult
 from monitoring.checks import DIMENSIONS, catalogue, select
-from monitoring.models import QualityMetric, QualityResult
 from monitoring.quality import count_checks, run_metrics, sample_offending
 
 

@@ -10,8 +10,8 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, func, select, text
 
 from database.models import EtlRun
+from database.quality_models import QualityMetric, QualityResult
 from monitoring.checks import DIMENSIONS
-from monitoring.models import QualityMetric, QualityResult
 from utils.errors import PlatformError
 
 RESULT_COLUMNS = (

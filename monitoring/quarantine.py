@@ -9,10 +9,10 @@ from pathlib import Path
 from sqlalchemy import Connection, func, select
 
 from database.models import Quarantine
-from etl.cleaning import REASONS
 from monitoring.history import require_run
 from utils.errors import PlatformError
 from utils.files import private_open
+from utils.vocabulary import REASONS
 
 COLUMNS = (
     "quarantine_id", "run_id", "source_row", "reasons", "invoice_no", "stock_code", "description", "quantity",

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from performance.settings import CacheSettings
+from config.cache import CacheSettings
 from utils.errors import PlatformError
 from utils.files import private_dir, restrict
 from utils.urls import mask_url

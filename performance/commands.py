@@ -19,9 +19,8 @@ _FORMAT = click.option(
 
 def _service(app, cached: bool = True):
     from performance.service import QueryService
-    from performance.settings import cache_settings
 
-    settings = cache_settings(app.settings)
+    settings = app.settings.cache
     return QueryService(app.engine, settings if cached else settings.model_copy(update={"enabled": False}))
 
 
@@ -244,9 +243,8 @@ def _print_analysis(a, fmt: str) -> None:
 def _open_cache(app):
     from config.settings import PROJECT_ROOT
     from performance.cache import open_cache
-    from performance.settings import cache_settings
 
-    return open_cache(cache_settings(app.settings), PROJECT_ROOT)
+    return open_cache(app.settings.cache, PROJECT_ROOT)
 
 
 @performance_group.command("partitions")

@@ -25,12 +25,12 @@ from sqlalchemy import Connection, CursorResult, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from config.cache import CacheSettings
 from config.settings import PROJECT_ROOT
+from database.aggregates import AGGREGATE_TABLES
 from database.errors import describe
-from performance.aggregates import AGGREGATE_TABLES
 from performance.cache import CacheUnavailable, DecodedAnswers, QueryCache, cache_key, encode_result, open_cache
 from performance.queries import LATEST_MONTH_SQL, NamedQuery, bind, get_query
-from performance.settings import CacheSettings
 from performance.sqlguard import QueryError, QueryRefused, check_read_only, unversioned_table
 from utils.errors import PlatformError
 

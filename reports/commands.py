@@ -29,9 +29,8 @@ _NON_MERCHANDISE = click.option("--include-non-merchandise", is_flag=True, help=
 def _with_service(app, work: Callable):
     """Run `work(service)` with a query service on the app's warehouse, closed afterwards."""
     from performance.service import QueryService
-    from performance.settings import cache_settings
 
-    service = QueryService(app.engine, cache_settings(app.settings))
+    service = QueryService(app.engine, app.settings.cache)
     try:
         return work(service)
     finally:

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine, insert, select, update
 
+from database.scheduler_models import JobRun
 from etl.ledger import utcnow
-from scheduling.models import JobRun
 
 STATUSES = ("running", "success", "failed", "skipped", "retrying")
 INTERRUPTED = "interrupted: the scheduler stopped (killed, or lost the database) before this run was recorded as finished"

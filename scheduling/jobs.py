@@ -16,9 +16,9 @@ import schedule
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from database.scheduler_models import ScheduledJob
 from database.schema import missing_tables, setup_schema
 from etl.ledger import utcnow
-from scheduling.models import ScheduledJob
 from utils.errors import PlatformError
 
 KINDS = ("etl", "quality", "alerts", "docs")

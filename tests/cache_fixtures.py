@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from performance.settings import CacheSettings
+from config.cache import CacheSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("RDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from etl.columns import SOURCE_COLUMNS
+from utils.vocabulary import SOURCE_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_FILE = Path(os.environ.get("RDP_REAL_DATASET", ROOT.parent / "shared" / "datasets" / "online_retail.csv"))

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from etl.generator import generate_sales
-from performance import aggregates
-from performance.aggregates import COUNTED_WINDOW, RunAggregates, _Keys
+from database import aggregates
+from database.aggregates import _Keys
+from etl import aggregates as run_aggregates
+from etl.aggregates import COUNTED_WINDOW, RunAggregates
+from sampledata.generator import generate_sales
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, _engine, etl_json, q
 from tests.test_versions import FIRST, SECOND
@@ -179,7 +181,7 @@ def test_aggregates_added_flush_by_flush_count_each_invoice_once(
     """A load adds its sums to the aggregate tables every few chunks: invoices whose lines fall
     in two flushes are still counted once per day and customer, sums stay exact, also when the
     invoices counted earlier are in the spill file."""
-    monkeypatch.setattr(aggregates, "COUNTED_WINDOW", window)
+    monkeypatch.setattr(run_aggregates, "COUNTED_WINDOW", window)
     source = generate_sales(tmp_path / "g.csv", 3_000, seed=5).path
     chunk, flush_every = 100, RunAggregates().flush_every
     with source.open(newline="") as fh:

@@ -24,9 +24,9 @@ from sqlalchemy import text
 
 from config.settings import Settings
 from database.engine import make_engine
-from etl.generator import generate_sales
 from monitoring import channels
 from monitoring.alerts import Alert, fingerprint, run_alerts, send
+from sampledata.generator import generate_sales
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, etl_json
 from tests.test_quality_checks import settings_for

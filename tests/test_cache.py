@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from config.cache import CacheSettings
 from config.settings import DatabaseSettings
 from database.engine import make_engine
 from performance.cache import DecodedAnswers, DiskCache, RedisCache, decode_result, encode_result
 from performance.service import QueryService
-from performance.settings import CacheSettings
 from tests.cache_fixtures import (  # noqa: F401  (fixtures)
     REDIS_URL,
     cache_section,

@@ -14,8 +14,7 @@ from sqlalchemy.engine import make_url
 from config.settings import DatabaseSettings, WarehouseSettings, load_settings
 from database import citus
 from database.engine import make_engine
-from database.models import Base
-from database.schema import load_all_models
+from database.tables import METADATA
 from main import cli
 from tests.conftest import Cli
 from utils.errors import ConfigError
@@ -53,9 +52,8 @@ def test_ddl_of_the_default_setting() -> None:
 
 
 def test_every_table_is_placed_and_follows_citus_rules() -> None:
-    load_all_models()
     placed = {p.table: p.kind for p in citus.placements(WarehouseSettings())}
-    assert set(placed) == set(Base.metadata.tables)
+    assert set(placed) == set(METADATA.tables)
     assert {t for t, k in placed.items() if k == citus.LOCAL} == {
         "quality_results",
         "quality_metrics",

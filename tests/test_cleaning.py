@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from config.settings import load_settings
-from etl.cleaning import REASONS, Cleaner, malformed_rows
-from etl.columns import SOURCE_COLUMNS
+from etl.cleaning import Cleaner, malformed_rows
+from utils.vocabulary import REASONS, SOURCE_COLUMNS
 
 NOW = datetime(2012, 1, 1, 12, 0)
 BASE = {

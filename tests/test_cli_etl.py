@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from etl.generator import generate_sales
+from sampledata.generator import generate_sales
 from tests.conftest import Cli, write_csv
 
 H = "2010-12-01 08:26:00"

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from etl.columns import SOURCE_COLUMNS
-from etl.generator import generate_folder, generate_sales
+from sampledata.generator import generate_folder, generate_sales
 from tests.conftest import ROOT, Cli
 from tests.test_cli_etl import one, q
 from tests.test_sources_equivalence import contents
+from utils.vocabulary import SOURCE_COLUMNS
 
 CHUNK = "300"  # small chunks: every file below is cut into several partitions
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import etl.loader
-from etl.generator import generate_sales
+from sampledata.generator import generate_sales
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import etl_json, one
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.columns import SOURCE_COLUMNS
-from etl.generator import GenerateResult, generate_sales
+from sampledata.generator import GenerateResult, generate_sales
+from utils.vocabulary import SOURCE_COLUMNS
 
 HEADER = ",".join(SOURCE_COLUMNS)
 PROFILE_ROWS = 60_000

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-import etl.generator as generator
-from etl.columns import SOURCE_COLUMNS
-from etl.generator import MANIFEST_NAME, generate_folder, generate_sales
+import sampledata.generator as generator
+from sampledata.generator import MANIFEST_NAME, generate_folder, generate_sales
 from tests.conftest import Cli
+from utils.vocabulary import SOURCE_COLUMNS
 
 HEADER = (",".join(SOURCE_COLUMNS) + "\n").encode()
 ROWS = 6_000

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.columns import SOURCE_COLUMNS
 from etl.identity import DuplicateTracker, _mix, line_identity
+from utils.vocabulary import SOURCE_COLUMNS
 
 ROW = ["536365", "85123A", "WHITE HANGING HEART", "6", "2010-12-01 08:26:00", "2550", "17850", "United Kingdom"]
 

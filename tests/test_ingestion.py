@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etl.columns import SOURCE_COLUMNS
 from etl.ingestion import _block_size, inspect_source, read_chunks
 from utils.errors import SourceError
+from utils.vocabulary import SOURCE_COLUMNS
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 EXPECTED = ", ".join(SOURCE_COLUMNS)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from config.cache import CacheSettings
 from config.settings import DatabaseSettings
 from database.engine import make_engine
 from performance.queries import STANDARD_QUERIES
 from performance.service import QueryService
-from performance.settings import CacheSettings
 from performance.sqlguard import QueryRefused, check_read_only
 from tests.cache_fixtures import cache_section, disk_cache_env  # noqa: F401  (pytest fixtures)
 from tests.conftest import Cli, write_csv

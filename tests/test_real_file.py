@@ -97,8 +97,8 @@ def test_real_file_reconciles(run_cli: Cli, warehouse_url: str, real_file: Path,
 
 
 def test_rollback_of_a_second_load_restores_the_real_file_state(run_cli: Cli, warehouse_url: str, real_file: Path, tmp_path: Path) -> None:
-    from etl.generator import generate_sales
     from metadata.checksums import warehouse_checksums
+    from sampledata.generator import generate_sales
     from tests.test_cli_etl import _engine
 
     assert run_cli("etl", "--source", str(real_file), "--format", "json", env=GATE).exit_code == 0

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from etl.generator import generate_sales
 from reports import PERIODS
 from reports.rfm import SEGMENTS, fm_score, segment_of
+from sampledata.generator import generate_sales
 from tests import retail_reference as ref
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, _engine, etl_json

@@ -21,7 +21,7 @@ import pytest
 
 from config.settings import load_settings
 from database.engine import make_engine
-from etl.generator import generate_sales
+from sampledata.generator import generate_sales
 from scheduling import jobs
 from scheduling.jobs import JobDef
 from scheduling.pidfile import PidFile, running_pid

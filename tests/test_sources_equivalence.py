@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from etl.generator import generate_sales
 from metadata.checksums import _canonical, warehouse_checksums
+from sampledata.generator import generate_sales
 from tests.conftest import PG_URL, Cli
 from tests.test_cli_etl import etl_json, q
 from tests.test_sources_api import SalesApi, records_of

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from etl.generator import generate_sales
+from sampledata.generator import generate_sales
 from tests.conftest import PG_URL, Cli, write_csv
 from tests.test_cli_etl import etl_json, q
 

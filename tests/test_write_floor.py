@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, make_url, text
 
 from bench import write_floor
-from etl.generator import generate_sales
+from sampledata.generator import generate_sales
 from tests.conftest import PG_URL, Cli
 
 

@@ -46,9 +46,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from etl.columns import SNAKE, SOURCE_COLUMNS
 from tests.conftest import Cli
 from tests.reliability.helpers import record
+from utils.vocabulary import SNAKE, SOURCE_COLUMNS
 
 WIDTH = len(SOURCE_COLUMNS)
 MAX_SPAN = 100  # lines one quoted value may span (docs/etl.md)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.generator import generate_sales
 from metadata.checksums import warehouse_checksums
+from sampledata.generator import generate_sales
 from tests.conftest import Cli
 from tests.reliability.helpers import (
     CliProcess,

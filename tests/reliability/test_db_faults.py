@@ -34,9 +34,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from etl.generator import generate_sales
 from etl.ledger import INTERRUPTED
 from metadata.checksums import warehouse_checksums
+from sampledata.generator import generate_sales
 from tests.conftest import Cli
 from tests.reliability.helpers import (
     CliProcess,

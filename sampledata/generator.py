@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl.columns import SOURCE_COLUMNS
+from utils.vocabulary import SOURCE_COLUMNS
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -3,7 +3,7 @@ orders, returns and adjustments by customer version, and monthly sales by produc
 are the base of `report`).
 
 They answer the standard analytics queries and the reports without scanning the fact. A load
-aggregates its new facts chunk by chunk (`RunAggregates`) and adds them, every few chunks, to
+aggregates its new facts chunk by chunk (`etl.aggregates.RunAggregates`) and adds them, every few chunks, to
 the rows of dates that had no facts before; dates that did (overlapping extracts), dates whose
 facts an SCD2 change moved, and every date a rollback touches are recomputed from fact_sales
 with `refresh`. The
@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import BigInteger, Connection, Index, Integer, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from database.bulk import insert_frame, load_frame
 from database.models import MONEY, Base
-from etl.identity import DuplicateTracker
 
 
 class _ProductSums:
@@ -177,7 +175,7 @@ _ROLLUP_SOURCE = {
     "agg_customer_totals": "agg_daily_customer",
     "agg_product_totals": "agg_monthly_product",
 }
-_COLUMNS = {
+COLUMNS = {
     model.__tablename__: tuple(c.name for c in model.__table__.columns)
     for model in (
         AggDailyProduct,
@@ -190,7 +188,7 @@ _COLUMNS = {
     )
 }
 _REFRESH = {
-    table: f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) " + select.format(where="WHERE f.date_key IN :dates")
+    table: f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) " + select.format(where="WHERE f.date_key IN :dates")
     for table, select in _SELECT.items()
 }
 AGGREGATE_TABLES = (*_REFRESH, "agg_monthly_product", *_ROLLUPS)
@@ -252,7 +250,7 @@ def _refresh_months(conn: Connection, months: set[int], products_written: set[in
         where, params = _months_filter(chosen)
         delete = f"DELETE FROM {table} WHERE month_key IN :months"
         conn.execute(text(delete).bindparams(bindparam("months", expanding=True)), params)
-        insert = f"INSERT INTO {table} ({', '.join(_COLUMNS[table])}) {select.format(source=source, where=where)}"
+        insert = f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) {select.format(source=source, where=where)}"
         conn.execute(text(insert).bindparams(bindparam("months", expanding=True)), params)
 
 
@@ -308,7 +306,7 @@ def _refresh_totals(conn: Connection, months: set[int], keys: _Keys) -> None:
         ("agg_customer_totals", "customer_key", keys.customers),
         ("agg_product_totals", "product_key", keys.products),
     ):
-        columns, source = ", ".join(_COLUMNS[table]), _ROLLUP_SOURCE[table]
+        columns, source = ", ".join(COLUMNS[table]), _ROLLUP_SOURCE[table]
         if len(chosen) > _Keys.LIMIT:
             conn.execute(text(f"DELETE FROM {table}"))
             conn.execute(text(f"INSERT INTO {table} ({columns}) " + _ROLLUPS[table].format(source=source, where="")))
@@ -319,143 +317,6 @@ def _refresh_totals(conn: Connection, months: set[int], keys: _Keys) -> None:
         conn.execute(text(f"DELETE FROM {table} WHERE {column} IN :keys").bindparams(listed), params)
         select = _ROLLUPS[table].format(source=source, where=f"WHERE a.{column} IN :keys")
         conn.execute(text(f"INSERT INTO {table} ({columns}) {select}").bindparams(listed), params)
-
-
-COUNTED_WINDOW = 250_000  # invoice keys kept in memory by a run's aggregates (8 bytes each)
-
-
-class RunAggregates:
-    """One run's new facts, aggregated chunk by chunk and added to the aggregate tables every
-    `flush_every` chunks, so memory follows the chunk size and not the run's size.
-
-    Dates in `skip_dates` (they held facts before the run) are left out: the loader recomputes
-    them from fact_sales at the end. Sums are added to the stored rows; invoice counts are
-    distinct counts, so an invoice is counted once per (date, customer version) and kind, in
-    whichever flush sees it first (a run-long set of the invoices counted, spilled by date).
-    """
-
-    def __init__(self, skip_dates: np.ndarray | None = None, flush_every: int = 4) -> None:
-        self._skip = np.asarray(skip_dates if skip_dates is not None else [], dtype=np.int64)
-        self.flush_every = flush_every
-        self._products: list[pd.DataFrame] = []
-        self._customers: list[pd.DataFrame] = []
-        self._invoices: list[pd.DataFrame] = []
-        self._monthly: pd.DataFrame | None = None  # the run's sums by (month, product), in thousandths
-        # Hashes of (date, customer, invoice, kind) already counted, grouped by date: beyond the
-        # tracker's window they go to its spill file, read back only for dates counted before.
-        self._counted = DuplicateTracker(window=COUNTED_WINDOW)
-        self.dates_written: set[int] = set()
-
-    def close(self) -> None:
-        """Delete the spill file of the invoices counted, if there is one."""
-        self._counted.close()
-
-    def add(self, facts: pd.DataFrame) -> None:
-        """Fold in a chunk of facts (date_key, product_key, customer_key, invoice_no, quantity,
-        line_total_milli, transaction_type); `due` once `flush_every` chunks are folded."""
-        if len(self._skip):
-            facts = facts[~np.isin(facts["date_key"].to_numpy(), self._skip)]
-        if facts.empty:
-            return
-        kind = facts["transaction_type"].to_numpy()
-        is_return, is_sale = kind == "return", kind == "sale"
-        quantity, milli = facts["quantity"].to_numpy(), facts["line_total_milli"].to_numpy()
-        frame = pd.DataFrame(
-            {
-                "date_key": facts["date_key"].to_numpy(),
-                "product_key": facts["product_key"].to_numpy(),
-                "customer_key": facts["customer_key"].to_numpy(),
-                "lines": 1,
-                "units": quantity,
-                "revenue": milli,
-                "return_lines": is_return.astype(np.int64),
-                "return_units": np.where(is_return, quantity, 0),
-                "return_revenue": np.where(is_return, milli, 0),
-                "sale_units": np.where(is_sale, quantity, 0),
-                "sale_revenue": np.where(is_sale, milli, 0),
-                "adjustment_revenue": np.where(kind == "adjustment", milli, 0),
-            }
-        )
-        self._products.append(frame[list(_COLUMNS["agg_daily_product"])].groupby(_PRODUCT_KEY, as_index=False).sum())
-        self._customers.append(frame[_CUSTOMER_SUMS].groupby(_CUSTOMER_KEY, as_index=False).sum())
-        invoices = pd.DataFrame(
-            {"date_key": frame["date_key"], "customer_key": frame["customer_key"], "invoice_no": facts["invoice_no"].to_numpy(),
-             "sale": is_sale, "return": is_return}
-        )  # fmt: skip
-        self._invoices.append(invoices.groupby(_INVOICE_KEY, as_index=False).max())
-
-    @property
-    def due(self) -> bool:
-        """Whether enough chunks are folded to write them (`take`, then `write_sums`)."""
-        return len(self._products) >= self.flush_every
-
-    def flush(self, conn: Connection) -> None:
-        """Add the folded sums to agg_daily_product, agg_daily_customer and agg_daily_orders."""
-        write_sums(conn, self.take())
-
-    def take(self) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-        """The folded sums as (table, rows to insert, rows to add to stored ones), and an empty
-        fold. Computing only: the writes can run on another thread (`write_sums`), in order."""
-        if not self._products:
-            return []
-        products = pd.concat(self._products).groupby(_PRODUCT_KEY, as_index=False).sum()
-        self._fold_months(products)
-        customers = pd.concat(self._customers).groupby(_CUSTOMER_KEY, as_index=False).sum()
-        invoices = pd.concat(self._invoices).groupby(_INVOICE_KEY, as_index=False).max()
-        self._products, self._customers, self._invoices = [], [], []
-        customers = customers.merge(self._new_invoice_counts(invoices), on=_CUSTOMER_KEY, how="left")
-        for col in ("revenue", "return_revenue"):
-            products[col] = products[col] / 1000
-        for col in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue"):
-            customers[col] = customers[col] / 1000
-        # Rows of dates no earlier flush wrote cannot meet a stored row: plain bulk insert. Only
-        # the others (in a file in time order, the dates that straddle a flush) are added.
-        written = np.fromiter(self.dates_written, dtype=np.int64, count=len(self.dates_written))
-        sums = []
-        for table, frame in (
-            ("agg_daily_product", products),
-            ("agg_daily_customer", customers[list(_COLUMNS["agg_daily_customer"])]),
-            ("agg_daily_orders", customers[list(_COLUMNS["agg_daily_orders"])]),
-        ):
-            seen = np.isin(frame["date_key"].to_numpy(), written)
-            sums.append((table, frame[~seen], frame[seen]))
-        self.dates_written.update(products["date_key"].unique().tolist())
-        return sums
-
-    def _fold_months(self, products: pd.DataFrame) -> None:
-        """Add daily product sums to the run's monthly ones (months x products: small)."""
-        monthly = products.assign(month_key=products["date_key"] // 100).drop(columns="date_key")
-        if self._monthly is not None:
-            monthly = pd.concat([self._monthly, monthly])
-        self._monthly = monthly.groupby(_MONTH_PRODUCT_KEY, as_index=False).sum()
-
-    def monthly_products(self, months: Iterable[int]) -> pd.DataFrame:
-        """agg_monthly_product rows of `months` from this run's facts alone: the whole rows of a
-        month in which the warehouse had no facts before the run (the caller knows which)."""
-        columns = list(_COLUMNS["agg_monthly_product"])
-        if self._monthly is None:
-            return pd.DataFrame(columns=columns)
-        rows = self._monthly[self._monthly["month_key"].isin([int(m) for m in months])].copy()
-        for col in ("revenue", "return_revenue"):
-            rows[col] = rows[col] / 1000
-        return rows[columns].reset_index(drop=True)
-
-    def _new_invoice_counts(self, invoices: pd.DataFrame) -> pd.DataFrame:
-        """Per (date, customer version): invoices, orders (with a sale line) and return invoices
-        not counted by an earlier flush."""
-        base = pd.util.hash_pandas_object(invoices[_INVOICE_KEY], index=False).to_numpy(dtype=np.uint64)
-        counts = invoices[_CUSTOMER_KEY].copy()
-        dates = invoices["date_key"].to_numpy(dtype=np.uint64)
-        for column, salt, member in (
-            ("invoices", 1, np.ones(len(invoices), dtype=bool)),
-            ("orders", 2, invoices["sale"].to_numpy(dtype=bool)),
-            ("return_invoices", 3, invoices["return"].to_numpy(dtype=bool)),
-        ):
-            new = np.zeros(len(invoices), dtype=np.int64)
-            keys = base[member] ^ np.uint64(salt)
-            new[member] = self._counted.occurrences(keys, dates[member]) == 1
-            counts[column] = new
-        return counts.groupby(_CUSTOMER_KEY, as_index=False).sum()
 
 
 def write_sums(conn: Connection, sums: list[tuple[str, pd.DataFrame, pd.DataFrame]]) -> None:
@@ -470,7 +331,7 @@ def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
     """Add `frame`'s sums to the rows of `table` with the same key; insert rows that are new."""
     if frame.empty:
         return
-    keys = [c for c in _COLUMNS[table] if c.endswith("_key")]
+    keys = [c for c in COLUMNS[table] if c.endswith("_key")]
     sums = [c for c in frame.columns if c not in keys]
     added = ", ".join(f"{c} = {_ADD.get(c, '{}').format(f'{table}.{c} + excluded.{c}')}" for c in sums)
     upsert = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
@@ -489,12 +350,12 @@ def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
 _ADD = {c: "ROUND({}, 3)" for c in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue")}
 
 
-_PRODUCT_KEY = ["date_key", "product_key"]
-_MONTH_PRODUCT_KEY = ["month_key", "product_key"]
-_CUSTOMER_KEY = ["date_key", "customer_key"]
-_INVOICE_KEY = ["date_key", "customer_key", "invoice_no"]
-_CUSTOMER_SUMS = [
-    *_CUSTOMER_KEY, "lines", "units", "revenue", "return_units", "return_revenue", "sale_units", "sale_revenue", "adjustment_revenue",
+PRODUCT_KEY = ["date_key", "product_key"]
+MONTH_PRODUCT_KEY = ["month_key", "product_key"]
+CUSTOMER_KEY = ["date_key", "customer_key"]
+INVOICE_KEY = ["date_key", "customer_key", "invoice_no"]
+CUSTOMER_SUMS = [
+    *CUSTOMER_KEY, "lines", "units", "revenue", "return_units", "return_revenue", "sale_units", "sale_revenue", "adjustment_revenue",
 ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Tables of the monitoring package: quality results, run metrics and alerts (all append-only history).
+"""Tables of the monitoring layer: quality results, run metrics and alerts (all append-only history).
 
 They hang on the warehouse's declarative `Base`, so `setup` and the ETL create them with the rest.
 No foreign keys to `etl_runs`: history rows must never block (or be blocked by) the run ledger.

@@ -1,7 +1,7 @@
 """Tables of the scheduler: job definitions and their run history.
 
-Imported by `database.schema.load_all_models`, so `setup` (and the first `schedule` command)
-creates them. History rows keep the job's name rather than a foreign key: removing a job keeps
+Registered with every other table by `database.tables`, so `setup` (and the first `schedule`
+command) creates them. History rows keep the job's name rather than a foreign key: removing a job keeps
 what it did.
 """
 

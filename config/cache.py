@@ -1,12 +1,8 @@
-"""Settings of the query service and its cache: the `cache` section of the platform settings.
-
-`Settings` gets `cache: CacheSettings = Field(default_factory=CacheSettings)`; until it has it,
-`cache_settings` falls back to the defaults below.
-"""
+"""Settings of the query service and its cache: the `cache` section of the platform settings."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,9 +38,3 @@ class CacheSettings(BaseModel):
         if self.backend == "auto":
             return "redis" if self.redis_url else "disk"
         return self.backend
-
-
-def cache_settings(settings: Any) -> CacheSettings:
-    """The `cache` section of the platform settings (defaults while the section is not wired)."""
-    section = getattr(settings, "cache", None)
-    return section if isinstance(section, CacheSettings) else CacheSettings()
