@@ -77,8 +77,3 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"database.url {mask_url(url)!r}: driver not available ({exc}); run pip install -r requirements.txt") from None
     raise ConfigError(f"database.url {mask_url(url)!r}: backend '{backend}' is not supported; use sqlite:/// or postgresql://")
-
-
-def backend_name(engine: Engine) -> str:
-    """'sqlite' or 'postgresql'."""
-    return engine.dialect.name

@@ -146,8 +146,8 @@ class FactSales(Base):
         # run_id: a run's own facts (its quality gate, rollback, lineage) without scanning the
         # table. Run ids only grow, so inserts append to the index's last page: cheap to keep.
         Index("ix_fact_sales_run", "run_id"),
-        # No indexes on customer_key / product_key: they cost 1.35 s of a 3.3 s COPY of the
-        # real file on PostgreSQL; aggregate queries scan anyway (see docs/performance.md).
+        # No indexes on customer_key / product_key: each index slows every COPY into the fact,
+        # and aggregate queries scan anyway (measured in docs/performance.md).
         {"comment": "Sales lines (returns as negative quantities); one row per source line, loaded exactly once"},
     )
 

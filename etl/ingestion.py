@@ -328,7 +328,7 @@ def _make_chunk(
 
 # pyarrow's streaming CSV reader reads up to 32 blocks ahead on its I/O thread (Arrow C++'s
 # background generator queue), so the block size, not the chunk, bounds the reader's memory:
-# 32 blocks of 256 KiB instead of 32 blocks of a whole chunk (137 MB at 50,000 rows).
+# 32 blocks of 256 KiB instead of 32 blocks of a whole chunk.
 _MAX_BLOCK = 256 << 10
 
 

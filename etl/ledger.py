@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from database.locks import write_transaction
 from database.models import EtlRun
@@ -97,12 +97,6 @@ def last_runs(engine: Engine, limit: int = 20) -> list[Row]:
     """The newest runs first."""
     with engine.connect() as conn:
         return list(conn.execute(select(EtlRun).order_by(EtlRun.run_id.desc()).limit(limit)))
-
-
-def run_count(engine: Engine) -> int:
-    """How many runs the ledger holds."""
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(EtlRun)).scalar_one())
 
 
 def get_run(engine: Engine, run_id: int) -> Row | None:

@@ -556,15 +556,6 @@ def rfm_report(service: QueryService, use_cache: bool = True) -> Report:
     return run(service, rfm_plan(), use_cache)
 
 
-def rfm_customers_plan() -> Plan:
-    """The per-customer RFM table's query and its builder: last order, days since, orders, net revenue, R, F, M, FM, segment."""
-
-    def build(answer: Answer) -> Report:
-        return answer.stamp(_customers_report(_customer_rows(answer.tables[0])[0]))
-
-    return Plan([(q.RFM_CUSTOMERS, {})], build)
-
-
 def _customers_report(rows: list[dict[str, Any]]) -> Report:
     return Report("rfm_customers", "RFM scores per customer", RFM_CUSTOMER_COLUMNS, rows, {}, {"customers": len(rows)})
 
