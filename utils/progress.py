@@ -103,6 +103,7 @@ class ProgressBar:
         """The reading is over (the total becomes the rows read) and `name` runs now."""
         self.total = self.rows
         self._bar.update(self._task, description=name, completed=self.rows, total=self.total, count=self._count(), rate="")
+        self._bar.refresh()  # show it now: a phase can take seconds
 
     def _count(self) -> str:
         total = "?" if self.total is None else f"{self.total:,}"
