@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import Engine
 
-from config.settings import Settings, load_settings
+if TYPE_CHECKING:  # both load on first use: help screens and cached answers need neither SQLAlchemy nor all of the settings' models
+    from sqlalchemy import Engine
+
+    from config.settings import Settings
 
 
 @dataclass
@@ -25,6 +27,8 @@ class AppContext:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from config.settings import load_settings
+
             self._settings = load_settings(self.config_file, self.overrides)
             for warning in self._settings.warnings:
                 click.echo(f"Warning: {warning}", err=True)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from cli_context import AppContext
 from utils.errors import PlatformError
@@ -24,8 +23,8 @@ class PlatformGroup(click.Group):
             if isinstance(ctx.obj, AppContext) and ctx.obj.debug:
                 raise
             raise click.ClickException(mask_secrets(str(exc))) from None
-        except SQLAlchemyError as exc:  # a database error a command did not describe itself (warehouse unreachable…)
-            if not isinstance(ctx.obj, AppContext) or ctx.obj.debug or ctx.obj._engine is None:
+        except Exception as exc:  # a database error a command did not describe itself (warehouse unreachable…)
+            if not _is_database_error(exc) or not isinstance(ctx.obj, AppContext) or ctx.obj.debug or ctx.obj._engine is None:
                 raise
             from database.errors import describe
 
@@ -33,6 +32,12 @@ class PlatformGroup(click.Group):
         finally:
             if isinstance(ctx.obj, AppContext):
                 ctx.obj.close()
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """A SQLAlchemy error, without importing SQLAlchemy: a command that never loaded it raised none."""
+    errors = sys.modules.get("sqlalchemy.exc")
+    return errors is not None and isinstance(exc, errors.SQLAlchemyError)
 
 
 @click.group(cls=PlatformGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from config.settings import Settings, describe_settings, exposure_warning, read_config_file
 from utils.render import emit, table
 
 
@@ -20,6 +19,8 @@ def config_group() -> None:
 @click.pass_obj
 def show(app, fmt: str) -> None:
     """Print the effective settings (secrets masked) with their descriptions."""
+    from config.settings import describe_settings
+
     rows = describe_settings(app.settings)
     data = {r["setting"]: r["value"] for r in rows} if fmt == "json" else rows
     emit(data, fmt, table(rows, title="Effective settings"))
@@ -29,6 +30,8 @@ def show(app, fmt: str) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def validate(file: Path) -> None:
     """Check a YAML settings FILE: unknown keys and bad values are named with the file."""
+    from config.settings import Settings, exposure_warning, read_config_file
+
     data = read_config_file(file)
     Settings.model_validate(data)
     warning = exposure_warning(file, data)

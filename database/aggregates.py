@@ -16,13 +16,15 @@ with fact_sales.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import BigInteger, Connection, Index, Integer, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.bulk import insert_frame, load_frame
 from database.models import MONEY, Base
+
+if TYPE_CHECKING:  # pandas and the bulk writers load only when a run writes aggregates: readers of the
+    import pandas as pd  # table names (the query service, set-up) stay light
 
 
 class _ProductSums:
@@ -256,6 +258,8 @@ def _refresh_months(conn: Connection, months: set[int], products_written: set[in
 
 def write_monthly_products(conn: Connection, rows: pd.DataFrame) -> None:
     """Replace agg_monthly_product's rows of the months in `rows` (`RunAggregates.monthly_products`)."""
+    from database.bulk import load_frame
+
     if rows.empty:
         return
     months = sorted(int(m) for m in rows["month_key"].unique())
@@ -322,6 +326,8 @@ def _refresh_totals(conn: Connection, months: set[int], keys: _Keys) -> None:
 def write_sums(conn: Connection, sums: list[tuple[str, pd.DataFrame, pd.DataFrame]]) -> None:
     """Write what `RunAggregates.take` computed: rows of dates no earlier flush wrote by plain
     bulk insert, the others added to the stored rows."""
+    from database.bulk import load_frame
+
     for table, new, seen in sums:
         load_frame(conn, table, new)
         add_rows(conn, table, seen)
@@ -329,6 +335,8 @@ def write_sums(conn: Connection, sums: list[tuple[str, pd.DataFrame, pd.DataFram
 
 def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
     """Add `frame`'s sums to the rows of `table` with the same key; insert rows that are new."""
+    from database.bulk import insert_frame, load_frame
+
     if frame.empty:
         return
     keys = [c for c in COLUMNS[table] if c.endswith("_key")]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from database.citus import render
-from database.schema import check_health, setup_schema
 from utils.render import emit, table
 from utils.urls import mask_url
 
@@ -21,6 +19,9 @@ from utils.urls import mask_url
 def setup_command(app, fmt: str, print_ddl: bool) -> None:
     """Create the warehouse schema (safe to run again on an existing warehouse); with
     warehouse.distributed: citus, also make its tables reference and distributed tables."""
+    from database.citus import render
+    from database.schema import setup_schema
+
     if print_ddl:
         click.echo(render(app.settings.warehouse), nl=False)
         return
@@ -47,6 +48,8 @@ def setup_command(app, fmt: str, print_ddl: bool) -> None:
 @click.pass_obj
 def test_command(app, fmt: str) -> None:
     """Check connectivity, schema and write access of the warehouse."""
+    from database.schema import check_health
+
     report = check_health(app.engine)
     schema = "complete" if not report.missing_tables else f"missing {', '.join(report.missing_tables)} (run: python main.py setup)"
     rows = [

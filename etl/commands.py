@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import json
-import sys
-from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from etl import ledger
-from etl.pipeline import EtlOptions, RunSummary, run_etl
-from etl.replay import replay
 from monitoring.commands import quarantine_group
 from utils.errors import PlatformError
+from utils.lazy import lazy_module
+from utils.progress import ProgressBar
 from utils.render import emit, table
+
+if TYPE_CHECKING:  # the run's modules (pandas, pyarrow, SQLAlchemy) load when a command runs, not for help screens
+    from etl.pipeline import EtlOptions, RunSummary
+
+ledger = lazy_module("etl.ledger")
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json for scripts"
 )
-
-
-def _progress_bar(total: int | None) -> tuple[Progress | nullcontext, callable]:
-    if not sys.stderr.isatty():
-        return nullcontext(), None
-    bar = Progress(
-        TextColumn("[bold]loading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
-    )  # fmt: skip
-    task = bar.add_task("etl", total=total, rate="-")
-
-    def update(rows: int) -> None:
-        elapsed = bar.tasks[0].elapsed or 0
-        bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f}" if elapsed else "-")
-
-    return bar, update
 
 
 def _source_facts(s: RunSummary) -> list[str]:
@@ -118,6 +103,7 @@ def etl_command(
 ) -> None:
     """Load sales extracts into the warehouse: every row ends as a fact, in the quarantine, or as already loaded."""
     from etl.dask_engine import engine_for
+    from etl.pipeline import EtlOptions
     from etl.sources import expand_sources
 
     settings, reader = _reader_options(app.settings, layout, mappings, sheet, table_name, query, token_env)
@@ -166,16 +152,16 @@ def _reader_options(settings, layout, mappings, sheet, table_name, query, token_
 
 def _load_one(app, settings, spec: str, reader, options: EtlOptions, cluster=None) -> RunSummary:
     from etl.dask_engine import open_dask_source
+    from etl.pipeline import run_etl
     from etl.sources import open_source
 
     opened = open_source(spec, settings, reader) if cluster is None else open_dask_source(spec, settings, reader, cluster)
-    bar, update = _progress_bar(opened.estimated_rows)
 
     def waiting() -> None:
         click.echo("Waiting for another run to release the warehouse lock…", err=True)
 
-    with bar:
-        return run_etl(app.engine, settings, options, update, waiting, source=opened)
+    with ProgressBar(opened.estimated_rows) as progress:
+        return run_etl(app.engine, settings, options, progress or None, waiting, source=opened)
 
 
 @click.group("runs")
@@ -190,7 +176,7 @@ def runs_group() -> None:
 def runs_list(app, limit: int, fmt: str) -> None:
     """List the latest runs with their counts."""
     rows = [dict(r._mapping) for r in ledger.last_runs(app.engine, limit)]
-    short = {"run_id": "run", "job_name": "job", "status": "status", "started_at": "started (UTC)", "duration_s": "s",
+    short = {"run_id": "run", "job_name": "job", "status": "status", "started_at": "started (UTC)", "duration_s": "seconds",
              "rows_read": "read", "rows_loaded": "loaded", "rows_quarantined": "quarantined", "rows_already_loaded": "already"}  # fmt: skip
     shown = [{label: _fmt_count(r[col]) for col, label in short.items()} for r in rows]
     emit(rows, fmt, table(shown, title="ETL runs", columns=list(short.values())))
@@ -228,6 +214,8 @@ def runs_show(app, run_id: int, fmt: str) -> None:
 @click.pass_obj
 def quarantine_replay(app, run_id: int | None, reason: str | None, dry_run: bool, fmt: str) -> None:
     """Re-process quarantined rows under the current rules; rows that now pass are loaded exactly once."""
+    from etl.replay import replay
+
     result = replay(app.engine, app.settings, run_id, reason, dry_run)
     data = {k: v for k, v in result.__dict__.items()}
     rows = [

@@ -34,6 +34,7 @@ from monitoring.gate import GateResult, evaluate, record
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
 from utils.memory import release_memory, use_system_allocator
+from utils.progress import as_progress
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -110,6 +111,7 @@ def run_etl(
     source: Source | None = None,
 ) -> RunSummary:
     """Run one ETL of `options.source` (or of an already opened `source`) into the warehouse."""
+    progress = as_progress(progress)  # rows read, then the name of each later phase (utils/progress.py)
     use_system_allocator()
     info = source or open_source(str(options.source), settings, options.reader)
     try:
@@ -143,7 +145,9 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
             return summary
         _process(engine, settings, options, info, summary, progress, started, wall)
         if not options.dry_run:
+            progress.phase("planner statistics")
             _analyze(engine, summary)
+            progress.phase("alerts")
             _alert(engine, settings, run_id)
         log.info(
             "run %s %s: %s read, %s loaded, %s quarantined, %s already loaded",
@@ -246,8 +250,10 @@ def _process(
                     progress(summary.rows_read)
             if pending is not None:
                 pending.result()
+        progress.phase("finishing the load")
         counts = loader.finalize()
         _account(summary, counts)
+        progress.phase("quality gate")
         with loader.timed("quality_gate"):
             gate = evaluate(conn, settings, summary.run_id, fact_holds_only_run=loader.facts_empty)
         summary.quality = {k: round(v, 4) for k, v in gate.scores.items()}
@@ -268,6 +274,7 @@ def _process(
             if gate.blocking_failures:
                 summary.message += f"; quality gate failed but quality_rules.on_failure is warn: {_failed_checks(gate)}"
             ledger.close_run(conn, summary.run_id, "success", started, summary.ledger_counts(), summary.message)
+        progress.phase("commit")
     if options.dry_run:
         with engine.begin() as conn:
             ledger.close_run(conn, summary.run_id, "dry_run", started, summary.ledger_counts(), summary.message)

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
-from metadata import versions as v
 from utils.errors import PlatformError
 from utils.files import write_private
+from utils.lazy import lazy_module
 from utils.render import emit, table
+
+v = lazy_module("metadata.versions")  # SQLAlchemy and the aggregates load when a versions command runs
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json for scripts"

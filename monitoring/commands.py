@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from database.errors import describe
-from database.schema import missing_tables, setup_schema
 from utils.errors import PlatformError
 from utils.files import write_private
 from utils.render import emit, table
@@ -20,12 +17,20 @@ from utils.render import emit, table
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json for scripts"
 )
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 _RUN = click.option("--run", "run_id", type=int, help="ETL run number (see runs list)")
 
 
 @contextmanager
 def warehouse(app) -> Iterator[Engine]:
     """The engine, with the schema in place and database errors turned into platform errors."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from database.errors import describe
+    from database.schema import missing_tables, setup_schema
+
     engine = app.engine
     try:
         if missing_tables(engine):

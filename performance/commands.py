@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import csv
 import sys
-from datetime import date, datetime
-from decimal import Decimal
 
 import click
 
-from utils.render import emit, table
+from utils.render import emit, json_bytes, plural, show, table, values_grid
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json for scripts"
@@ -89,29 +87,28 @@ def _list(fmt: str) -> None:
 
 
 def _print_result(result, fmt: str) -> None:
-    status = f"{len(result.rows):,} rows in {result.elapsed_ms:.1f} ms · cache {result.cache}"
+    """JSON and CSV straight from the rows (orjson; csv's own str() of dates and decimals); tables
+    fitted to the width, plain beyond a few hundred rows (utils.render)."""
+    status = f"{plural(len(result.rows), 'row')} in {result.elapsed_ms:.1f} ms · cache {result.cache}"
     if result.note:
         status += f" ({result.note})"
     status += f" · data version {result.data_version}" + (f" · {result.form}" if result.name else "")
+    out = sys.stdout  # where click.echo writes (the test runner swaps it)
     if fmt == "json":
-        emit({**result.summary(), "columns": result.columns, "rows": result.records()}, "json")
+        columns = result.columns
+        document = {**result.summary(), "columns": columns, "rows": [dict(zip(columns, row, strict=True)) for row in result.rows]}
+        out.flush()
+        out.buffer.write(json_bytes(document) + b"\n")
+        out.buffer.flush()
         return
     if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = csv.writer(out, lineterminator="\n")  # str() of a datetime is ISO with a space, as before
         writer.writerow(result.columns)
-        writer.writerows([_cell(v) for v in row] for row in result.rows)
-        sys.stdout.flush()
+        writer.writerows(result.rows)
+        out.flush()
     else:
-        emit(None, "table", table(result.records(), title=result.name, columns=result.columns))
+        show(values_grid(result.columns, result.rows, title=result.name), out)
     click.echo(status, err=True)
-
-
-def _cell(value):
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, date | Decimal):
-        return str(value)
-    return value
 
 
 @click.group("performance")

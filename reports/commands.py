@@ -39,9 +39,8 @@ def _with_service(app, work: Callable):
 
 def _show(report, fmt: str) -> None:
     """Print a report: JSON alone; CSV with notes and status on standard error; a table with them."""
-    from rich.console import Console
-
     from reports.output import status_line, to_csv, to_json, to_table
+    from utils.render import show
 
     if fmt == "json":
         click.echo(to_json(report))
@@ -51,11 +50,7 @@ def _show(report, fmt: str) -> None:
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
     else:
-        out = sys.stdout  # where click.echo writes (the test runner swaps it)
-        # Not a terminal (a pipe, a file): no width to fit, so nothing is folded.
-        console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 400)
-        console.print(to_table(report))
-        out.flush()
+        show(to_table(report), sys.stdout)  # the terminal's width or COLUMNS; piped without COLUMNS: no width to fit
     sys.stdout.flush()
     click.echo(status_line(report), err=True)
 

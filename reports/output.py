@@ -11,12 +11,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
-
 from reports.analytics import Report, ReportError
 from utils import files
+from utils.render import Column, Grid, plural
 
 SHARE_DIGITS = 4  # shares and rates in CSV and JSON: fractions rounded to 4 decimals
 _LABELS = {"aov": "avg order", "from": "from", "to": "to"}
@@ -105,30 +102,23 @@ def to_csv(report: Report) -> str:
     return out.getvalue()
 
 
-def to_table(report: Report) -> Group:
-    """A rich table with the summary and notes under it."""
-    table = Table(title=Text(report.title), show_lines=False)
+def to_table(report: Report) -> Grid:
+    """The report's table (fitted to the width: utils.render.Grid) with the summary and notes under it.
+    Figures and dates are never folded or cut: text columns give way, then the rightmost columns."""
     cells = [[cell(row.get(c.key), c.kind) for c in report.columns] for row in report.rows]
-    for i, col in enumerate(report.columns):
-        fixed = col.kind != "text"  # figures and dates are never folded or cut: text columns give way
-        widest = max((len(line[i]) for line in cells), default=1)
-        table.add_column(
-            Text(col.header), justify="left" if col.kind in ("text", "date") else "right", min_width=widest if fixed else None,
-            no_wrap=fixed, overflow="fold",
-        )  # fmt: skip
-    for line in cells:
-        table.add_row(*map(Text, line))  # Text: data is shown as it is, never read as markup
-    parts: list[Any] = [table]
+    columns = [Column(c.header, right=c.kind not in ("text", "date"), wrap=c.kind == "text") for c in report.columns]
+    footer = []
     if report.summary:
-        figures = " · ".join(f"{_LABELS.get(k, k.replace('_', ' '))} {cell(v, _summary_kind(k, v))}" for k, v in report.summary.items())
-        parts.append(Text(figures))
-    parts += [Text(f"note: {n}", style="dim") for n in report.notes]
-    return Group(*parts)
+        footer.append(
+            " · ".join(f"{_LABELS.get(k, k.replace('_', ' '))} {cell(v, _summary_kind(k, v))}" for k, v in report.summary.items())
+        )
+    footer += [f"note: {n}" for n in report.notes]
+    return Grid(columns, cells, report.title, footer)
 
 
 def status_line(report: Report) -> str:
     """`12 rows in 3.1 ms · cache hit · data version 4.4.4.4 · aggregate` (for standard error)."""
-    return f"{len(report.rows):,} rows in {report.elapsed_ms:.1f} ms · cache {report.cache} · data version {report.data_version} · {report.form}"
+    return f"{plural(len(report.rows), 'row')} in {report.elapsed_ms:.1f} ms · cache {report.cache} · data version {report.data_version} · {report.form}"
 
 
 def write_private(path: Path, content: str) -> int:

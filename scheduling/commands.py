@@ -9,12 +9,17 @@ from pathlib import Path
 
 import click
 
-from scheduling import history, jobs
-from scheduling.jobs import JobDef
+from scheduling import definitions as spec
+from scheduling.definitions import JobDef
 from scheduling.pidfile import running_pid, signal_daemon, stop_daemon
 from utils.errors import PlatformError
+from utils.lazy import lazy_module
 from utils.render import emit, table
 from utils.urls import mask_url
+
+# SQLAlchemy and the models load when a command first touches them, not for help screens.
+jobs = lazy_module("scheduling.jobs")
+history = lazy_module("scheduling.history")
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json for scripts"
@@ -35,9 +40,9 @@ def _validated(parse: Callable[[str], str]) -> Callable:
 
 def _job_options(func: Callable) -> Callable:
     options = [
-        click.option("--name", required=True, callback=_validated(jobs.check_name), help="unique job name (letters, digits, _ . -)"),
+        click.option("--name", required=True, callback=_validated(spec.check_name), help="unique job name (letters, digits, _ . -)"),
         click.option("--source", help="etl jobs: a CSV file, a folder of CSV files, or a glob such as 'incoming/*.csv'"),
-        click.option("--kind", type=click.Choice(jobs.KINDS), help="what to run (default: etl when --source is given)"),
+        click.option("--kind", type=click.Choice(spec.KINDS), help="what to run (default: etl when --source is given)"),
         click.option("--archive-dir", type=click.Path(file_okay=False), help="folder jobs: move each loaded file here"),
         click.option("--disabled", is_flag=True, help="define the job without running it yet (schedule enable NAME)"),
         click.option("--replace", is_flag=True, help="replace an existing job of the same name"),
@@ -92,7 +97,7 @@ def _pid_path(app) -> Path:
 
 
 @schedule_group.command("daily")
-@click.option("--time", "at_time", required=True, callback=_validated(jobs.parse_time), help="local time HH:MM (24-hour)")
+@click.option("--time", "at_time", required=True, callback=_validated(spec.parse_time), help="local time HH:MM (24-hour)")
 @_job_options
 @click.pass_obj
 def schedule_daily(app, at_time: str, **options) -> None:
@@ -101,8 +106,8 @@ def schedule_daily(app, at_time: str, **options) -> None:
 
 
 @schedule_group.command("weekly")
-@click.option("--day", required=True, callback=_validated(jobs.parse_day), help="mon, tue, wed, thu, fri, sat or sun")
-@click.option("--time", "at_time", required=True, callback=_validated(jobs.parse_time), help="local time HH:MM (24-hour)")
+@click.option("--day", required=True, callback=_validated(spec.parse_day), help="mon, tue, wed, thu, fri, sat or sun")
+@click.option("--time", "at_time", required=True, callback=_validated(spec.parse_time), help="local time HH:MM (24-hour)")
 @_job_options
 @click.pass_obj
 def schedule_weekly(app, day: str, at_time: str, **options) -> None:
@@ -199,7 +204,7 @@ def schedule_run(app, name: str, fmt: str) -> None:
 
 @schedule_group.command("history")
 @click.option("--name", help="only this job")
-@click.option("--status", type=click.Choice(history.STATUSES), help="only runs with this status")
+@click.option("--status", type=click.Choice(spec.RUN_STATUSES), help="only runs with this status")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @_FORMAT
 @click.pass_obj
@@ -208,7 +213,7 @@ def schedule_history(app, name: str | None, status: str | None, limit: int, fmt:
     rows = history.list_runs(app.engine, name, limit, status) if jobs.tables_exist(app.engine) else []
     shown = [
         {"id": r["job_run_id"], "job": r["job_name"], "trigger": r["trigger"], "status": r["status"], "try": r["attempt"],
-         "started (UTC)": r["started_at"], "s": _seconds(r), "files": r["files_loaded"], "etl runs": r["etl_run_ids"], "message": _short(r["message"])}
+         "started (UTC)": r["started_at"], "seconds": _seconds(r), "files": r["files_loaded"], "etl runs": r["etl_run_ids"], "message": _short(r["message"])}
         for r in rows
     ]  # fmt: skip
     emit(rows, fmt, table(shown, title="Job history") if shown else "No job runs yet.")

@@ -12,7 +12,6 @@ from sqlalchemy import Engine, insert, select, update
 from database.scheduler_models import JobRun
 from etl.ledger import utcnow
 
-STATUSES = ("running", "success", "failed", "skipped", "retrying")
 INTERRUPTED = "interrupted: the scheduler stopped (killed, or lost the database) before this run was recorded as finished"
 
 
