@@ -182,7 +182,7 @@ def _check_database(request: RunRequest, shown: str) -> None:
 
     try:
         make_url(resolve_url(request.source))
-    except (PlatformError, ArgumentError):
+    except (PlatformError, ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise SourceError(f"{shown}: not a database URL; use e.g. postgresql://user@host/db with --table or --query") from None
     if bool(request.table) == bool(request.query):
         raise SourceError(

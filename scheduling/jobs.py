@@ -7,7 +7,9 @@ library uses); stored timestamps are UTC, like every other table of the warehous
 from __future__ import annotations
 
 import difflib
+import json
 import re
+import weakref
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +18,10 @@ import schedule
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from database.scheduler_models import ScheduledJob
+from database.scheduler_models import ScheduledJob, add_missing_columns
 from database.schema import missing_tables, setup_schema
 from etl.ledger import utcnow
+from etl.request import RunRequest
 from utils.errors import PlatformError
 
 KINDS = ("etl", "quality", "alerts", "docs")
@@ -37,6 +40,7 @@ class JobDef:
     kind: str
     schedule_type: str
     source: str | None = None
+    run_request: str | None = None  # etl jobs: RunRequest.to_dict() as JSON; None (jobs defined before it): etl's defaults
     archive_dir: str | None = None
     at_time: str | None = None
     weekday: str | None = None
@@ -52,9 +56,22 @@ class JobDef:
             return f"weekly on {self.weekday} at {self.at_time}"
         return f"daily at {self.at_time}"
 
+    def request(self) -> RunRequest:
+        """What an etl job runs: its stored request, or (a job defined before requests were stored) its source with etl's defaults."""
+        if self.run_request:
+            return RunRequest.from_dict(json.loads(self.run_request))
+        return RunRequest(source=self.source or "", job_name=self.name)
+
     def what(self) -> str:
         """What the job runs, in words."""
-        return f"etl {self.source}" if self.kind == "etl" else self.kind
+        if self.kind != "etl":
+            return self.kind
+        return " ".join(["etl", self.source or "", *self.request().options()])
+
+
+def stored_request(request: RunRequest) -> str:
+    """A request as the job table keeps it."""
+    return json.dumps(request.to_dict(), sort_keys=True)
 
 
 # --- validation (ValueError with a message the command shows as a usage error) -------------
@@ -89,7 +106,9 @@ def is_glob(source: str) -> bool:
 
 
 def absolute_source(source: str, base: Path | None = None) -> str:
-    """The source as an absolute path or pattern (the daemon may run in another folder)."""
+    """The source as an absolute path or pattern (the daemon may run in another folder); a URL as it is."""
+    if "://" in source:
+        return source
     path = Path(source).expanduser()
     return str(path if path.is_absolute() else (base or Path.cwd()) / path)
 
@@ -124,16 +143,30 @@ def to_local(utc: datetime | None) -> datetime | None:
 # --- the table ----------------------------------------------------------------------------
 
 
+_upgraded: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create the warehouse tables (the scheduler's included) if any is missing."""
+    """Create the warehouse tables (the scheduler's included) if any is missing; add newer columns to older tables."""
     if missing_tables(engine):
         setup_schema(engine)
+    _upgrade(engine)
 
 
 def tables_exist(engine: Engine) -> bool:
-    """Whether the scheduler's tables exist (read-only commands do not create them)."""
+    """Whether the scheduler's tables exist (read-only commands do not create them, but bring them up to date)."""
     missing = missing_tables(engine)
-    return "scheduled_jobs" not in missing and "job_runs" not in missing
+    if "scheduled_jobs" in missing or "job_runs" in missing:
+        return False
+    _upgrade(engine)
+    return True
+
+
+def _upgrade(engine: Engine) -> None:
+    """Once per engine: a job table made by an older version gets its new columns (jobs without them run as before)."""
+    if engine not in _upgraded:
+        add_missing_columns(engine)
+        _upgraded.add(engine)
 
 
 def definition_of(row) -> JobDef:
