@@ -158,8 +158,6 @@ def _check_fit(request: RunRequest, settings: Settings) -> None:
         raise SourceError(f"--delimiter {request.delimiter!r}: give one character, e.g. ';' or tab")
     if request.encoding is not None and request.encoding not in ENCODINGS:
         raise SourceError(f"--encoding {request.encoding!r}: choose one of {', '.join(ENCODINGS)}")
-    if kind == "database":
-        _check_database(request, shown)
     engine = request.engine or settings.etl.engine
     if engine not in ENGINES:
         raise SourceError(f"--engine {engine!r}: choose pandas or dask")
@@ -171,6 +169,8 @@ def _check_fit(request: RunRequest, settings: Settings) -> None:
         from etl.dask_engine import check_sources
 
         check_sources([request.source])
+    if kind == "database":
+        _check_database(request, shown)
 
 
 def _check_database(request: RunRequest, shown: str) -> None:
