@@ -76,6 +76,15 @@ def database(tmp_path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def semicolon_cp1252(tmp_path: Path) -> Path:
+    path = tmp_path / "export.txt"
+    rows = sales(550000, 8)
+    rows[0][2] = "CAFÉ CRÈME"  # not UTF-8 in this file
+    with open(path, "w", encoding="cp1252") as fh:
+        fh.write("\n".join(";".join(r) for r in [FIRST_EDITION, *rows]) + "\n")
+    return path
+
+
 def plain_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "sales.csv", sales(530000, 400))
 
@@ -85,6 +94,7 @@ CASES = {
     "layout and --map": (german_csv, ["--layout", "shop_de", "--map", "Country=Land"]),
     "--sheet on a workbook": (workbook, ["--sheet", "Year 2010-2011"]),
     "--query on a database": (database, ["--query", QUERY, "--map", "UnitPrice=price"]),
+    "--delimiter and --encoding": (semicolon_cp1252, ["--delimiter", ";", "--encoding", "cp1252"]),
     "--engine dask": (plain_csv, ["--engine", "dask", "--chunk-size", "100"]),
 }
 
