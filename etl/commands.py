@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from etl.request import ENCODINGS, ENGINES, RunRequest
 from monitoring.commands import quarantine_group
 from utils.errors import PlatformError
 from utils.lazy import lazy_module
@@ -15,7 +17,7 @@ from utils.progress import ProgressBar
 from utils.render import emit, table
 
 if TYPE_CHECKING:  # the run's modules (pandas, pyarrow, SQLAlchemy) load when a command runs, not for help screens
-    from etl.pipeline import EtlOptions, RunSummary
+    from etl.pipeline import RunSummary
 
 ledger = lazy_module("etl.ledger")
 
@@ -53,6 +55,77 @@ def _summary_rows(s: RunSummary) -> list[dict]:
     return rows
 
 
+def _delimiter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = "\t" if value.lower() in ("tab", "\\t") else value
+    if len(value) != 1:
+        raise click.BadParameter(f"{value!r}: give one character, e.g. ';' or tab")
+    return value
+
+
+def run_options(func: Callable) -> Callable:
+    """The options of one run, shared by `etl` and `schedule daily|weekly|every` (see `run_request_of`)."""
+    options = [
+        click.option("--chunk-size", type=click.IntRange(100, 5_000_000), help="rows per chunk (default: etl.chunk_size)"),
+        click.option("--dry-run", is_flag=True, help="process everything, then roll back: shows what a run would do"),
+        click.option("--force", is_flag=True, help="read the source even if an identical file was loaded (still exactly once)"),
+        click.option(
+            "--layout", help="a named source layout from the config (sources.NAME: columns, date formats, encoding, delimiter, decimal)"
+        ),
+        click.option(
+            "--map",
+            "mappings",
+            multiple=True,
+            metavar="TARGET=SOURCE",
+            help="map a source column to a canonical one, e.g. --map UnitPrice=Preis",
+        ),
+        click.option("--sheet", help="workbooks: read only this sheet (default: every sheet)"),
+        click.option("--table", "table_name", help="database sources: the table to read"),
+        click.option("--query", help="database sources: the SELECT to read"),
+        click.option("--token-env", help="HTTP sources: environment variable holding a bearer token"),
+        click.option(
+            "--delimiter",
+            callback=_delimiter,
+            metavar="CHAR",
+            help="delimited text: the field separator, e.g. ';' or tab (default: tab for .tsv, else etl.delimiter)",
+        ),
+        click.option(
+            "--encoding", type=click.Choice(ENCODINGS), help="delimited text: the encoding (default: etl.encoding, auto-detected)"
+        ),
+        click.option(
+            "--engine",
+            "engine_name",
+            type=click.Choice(ENGINES),
+            help="pandas: this process reads and cleans; dask: Dask workers read and clean partitions of the files (default: etl.engine)",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="--engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: etl.dask_scheduler, else a local cluster)",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+# parameter of `run_options` -> field of RunRequest
+RUN_OPTION_FIELDS = {
+    "chunk_size": "chunk_size", "dry_run": "dry_run", "force": "force", "layout": "layout", "mappings": "mappings", "sheet": "sheet",
+    "table_name": "table", "query": "query", "token_env": "token_env", "delimiter": "delimiter", "encoding": "encoding",
+    "engine_name": "engine", "scheduler": "scheduler",
+}  # fmt: skip
+
+
+def run_request_of(source: str, job_name: str, options: dict) -> RunRequest:
+    """The request of parsed `run_options` (other keys of `options` are ignored)."""
+    values = {field: options[param] for param, field in RUN_OPTION_FIELDS.items() if param in options}
+    values["mappings"] = tuple(values.get("mappings") or ())
+    values["dry_run"], values["force"] = bool(values.get("dry_run")), bool(values.get("force"))
+    return RunRequest(source=source, job_name=job_name, **values)
+
+
 @click.command("etl")
 @click.option(
     "--source",
@@ -60,108 +133,40 @@ def _summary_rows(s: RunSummary) -> list[dict]:
     help="file (.csv .tsv .csv.gz .csv.bz2 .zip .xlsx), folder or glob (each file its own run), database URL or http(s) URL",
 )
 @click.option("--job-name", default="etl", show_default=True, help="name recorded in the run ledger")
-@click.option("--chunk-size", type=click.IntRange(100, 5_000_000), help="rows per chunk (default: etl.chunk_size)")
-@click.option("--dry-run", is_flag=True, help="process everything, then roll back: shows what a run would do")
-@click.option("--force", is_flag=True, help="read the source even if an identical file was loaded (still exactly once)")
-@click.option("--layout", help="a named source layout from the config (sources.NAME: columns, date formats, encoding, delimiter, decimal)")
-@click.option(
-    "--map", "mappings", multiple=True, metavar="TARGET=SOURCE", help="map a source column to a canonical one, e.g. --map UnitPrice=Preis"
-)
-@click.option("--sheet", help="workbooks: read only this sheet (default: every sheet)")
-@click.option("--table", "table_name", help="database sources: the table to read")
-@click.option("--query", help="database sources: the SELECT to read")
-@click.option("--token-env", help="HTTP sources: environment variable holding a bearer token")
-@click.option(
-    "--engine",
-    "engine_name",
-    type=click.Choice(["pandas", "dask"]),
-    help="pandas: this process reads and cleans; dask: Dask workers read and clean partitions of the files (default: etl.engine)",
-)
-@click.option(
-    "--scheduler",
-    metavar="ADDRESS",
-    help="--engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: etl.dask_scheduler, else a local cluster)",
-)
+@run_options
 @_FORMAT
 @click.pass_obj
-def etl_command(
-    app,
-    source: str,
-    job_name: str,
-    chunk_size: int | None,
-    dry_run: bool,
-    force: bool,
-    layout: str | None,
-    mappings: tuple[str, ...],
-    sheet: str | None,
-    table_name: str | None,
-    query: str | None,
-    token_env: str | None,
-    engine_name: str | None,
-    scheduler: str | None,
-    fmt: str,
-) -> None:
-    """Load sales extracts into the warehouse: every row ends as a fact, in the quarantine, or as already loaded."""
-    from etl.dask_engine import engine_for
-    from etl.pipeline import EtlOptions
-    from etl.sources import expand_sources
+def etl_command(app, source: str, job_name: str, fmt: str, **options) -> None:
+    """Load sales extracts into the warehouse: every row ends as a fact, in the quarantine, or as already loaded.
 
-    settings, reader = _reader_options(app.settings, layout, mappings, sheet, table_name, query, token_env)
-    specs = expand_sources(source)
-    summaries, failures = [], []
-    with engine_for(settings, engine_name, scheduler, specs) as cluster:
-        for spec in specs:
-            try:
-                options = EtlOptions(spec, job_name, chunk_size, dry_run, force, reader)
-                summaries.append(_load_one(app, settings, spec, reader, options, cluster))
-            except PlatformError as exc:
-                if len(specs) == 1:
-                    raise
-                failures.append(f"{spec}: {exc}")
-                click.echo(f"Error: {exc}", err=True)
-    if len(specs) == 1:
-        summary = summaries[0]
+    \b
+    Examples:
+      python main.py etl --source data/online_retail.csv
+      python main.py etl --source online_retail_II.xlsx --sheet "Year 2010-2011"
+      python main.py etl --source sqlite:///shop.db --query "SELECT * FROM sales" --map UnitPrice=price
+
+    The same options define a scheduled load: python main.py schedule daily --help.
+    """
+    request = run_request_of(source, job_name, options)
+    from etl.request import run_request
+
+    outcome = run_request(app.engine, app.settings, request, ProgressBar, _waiting)
+    for failure in outcome.failures:
+        click.echo(f"Error: {failure}", err=True)
+    if len(outcome.sources) == 1:
+        summary = outcome.summaries[0]
         emit(summary.as_dict(), fmt, table(_summary_rows(summary), title="ETL run summary", columns=["", "value"]))
         return
     rows = [{"run": s.run_id, "status": s.status, "source": Path(s.source).name, "read": f"{s.rows_read:,}", "loaded": f"{s.rows_loaded:,}",
-             "quarantined": f"{s.rows_quarantined:,}", "already": f"{s.rows_already_loaded:,}"} for s in summaries]  # fmt: skip
-    emit([s.as_dict() for s in summaries], fmt, table(rows, title=f"ETL of {len(specs)} sources"))
-    if failures:
-        raise PlatformError(f"{len(failures)} of {len(specs)} sources failed; the others were loaded. First: {failures[0]}")
+             "quarantined": f"{s.rows_quarantined:,}", "already": f"{s.rows_already_loaded:,}"} for s in outcome.summaries]  # fmt: skip
+    emit([s.as_dict() for s in outcome.summaries], fmt, table(rows, title=f"ETL of {len(outcome.sources)} sources"))
+    if outcome.failures:
+        n = len(outcome.sources)
+        raise PlatformError(f"{len(outcome.failures)} of {n} sources failed; the others were loaded. First: {outcome.failures[0]}")
 
 
-def _reader_options(settings, layout, mappings, sheet, table_name, query, token_env):
-    from etl.mapping import parse_map_options
-    from etl.sources import SourceOptions
-
-    reader = SourceOptions(sheet=sheet, table=table_name, query=query, token_env=token_env)
-    if layout is not None:
-        if layout not in settings.sources:
-            known = ", ".join(settings.sources) or "none configured"
-            raise PlatformError(f"unknown layout '{layout}'; define sources.{layout} in the config (known: {known})")
-        spec = settings.sources[layout]
-        reader.column_map = dict(spec.columns)
-        reader.encoding, reader.delimiter = spec.encoding, spec.delimiter
-        etl = settings.etl.model_copy(
-            update={k: v for k, v in {"date_formats": spec.date_formats, "decimal": spec.decimal}.items() if v is not None}
-        )
-        settings = settings.model_copy(update={"etl": etl})
-    reader.column_map.update(parse_map_options(mappings))
-    return settings, reader
-
-
-def _load_one(app, settings, spec: str, reader, options: EtlOptions, cluster=None) -> RunSummary:
-    from etl.dask_engine import open_dask_source
-    from etl.pipeline import run_etl
-    from etl.sources import open_source
-
-    opened = open_source(spec, settings, reader) if cluster is None else open_dask_source(spec, settings, reader, cluster)
-
-    def waiting() -> None:
-        click.echo("Waiting for another run to release the warehouse lock…", err=True)
-
-    with ProgressBar(opened.estimated_rows) as progress:
-        return run_etl(app.engine, settings, options, progress or None, waiting, source=opened)
+def _waiting() -> None:
+    click.echo("Waiting for another run to release the warehouse lock…", err=True)
 
 
 @click.group("runs")

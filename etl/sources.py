@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from config.settings import Settings
 from etl.ingestion import Chunk, inspect_source, read_chunks
+from etl.request import SourceOptions
 from utils.errors import SourceError
 
 FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".gz", ".bz2", ".zip", ".xlsx", ".xlsm")
-
-
-@dataclass
-class SourceOptions:
-    """Reader options from the command line or a named layout in the config."""
-
-    column_map: dict[str, str] = field(default_factory=dict)
-    sheet: str | None = None
-    table: str | None = None
-    query: str | None = None
-    token_env: str | None = None
-    delimiter: str | None = None
-    encoding: str | None = None
 
 
 class Source(Protocol):

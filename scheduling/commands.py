@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from etl.commands import RUN_OPTION_FIELDS, run_options, run_request_of
 from scheduling import definitions as spec
 from scheduling.definitions import JobDef
 from scheduling.pidfile import running_pid, signal_daemon, stop_daemon
@@ -41,11 +42,16 @@ def _validated(parse: Callable[[str], str]) -> Callable:
 def _job_options(func: Callable) -> Callable:
     options = [
         click.option("--name", required=True, callback=_validated(spec.check_name), help="unique job name (letters, digits, _ . -)"),
-        click.option("--source", help="etl jobs: a CSV file, a folder of CSV files, or a glob such as 'incoming/*.csv'"),
+        click.option(
+            "--source",
+            help="etl jobs: what etl --source takes: a file (it may arrive later), a folder of CSV files, a glob such as "
+            "'incoming/*.xlsx', a database URL or an http(s) URL",
+        ),
         click.option("--kind", type=click.Choice(spec.KINDS), help="what to run (default: etl when --source is given)"),
         click.option("--archive-dir", type=click.Path(file_okay=False), help="folder jobs: move each loaded file here"),
         click.option("--disabled", is_flag=True, help="define the job without running it yet (schedule enable NAME)"),
         click.option("--replace", is_flag=True, help="replace an existing job of the same name"),
+        run_options,
         _FORMAT,
     ]
     for option in reversed(options):
@@ -59,18 +65,26 @@ def schedule_group() -> None:
 
 
 def _add(
-    app, fmt: str, name: str, source: str | None, kind: str | None, archive_dir: str | None, disabled: bool, replace: bool, **when
+    app, fmt: str, name: str, source: str | None, kind: str | None, archive_dir: str | None, disabled: bool, replace: bool, **options
 ) -> None:
+    run = {k: options.pop(k) for k in RUN_OPTION_FIELDS}
     kind = kind or ("etl" if source else None)
     if kind is None:
         raise click.UsageError("give --source PATH_OR_GLOB for a load job, or --kind quality|alerts|docs")
     if kind == "etl" and not source:
         raise click.UsageError("an etl job needs --source (a file, a folder or a glob)")
-    if kind != "etl" and (source or archive_dir):
-        raise click.UsageError(f"--source and --archive-dir apply to etl jobs only, not to --kind {kind}")
+    given = ["--map" if f == "mappings" else "--" + f.replace("_", "-") for p, f in RUN_OPTION_FIELDS.items() if run[p]]
+    if kind != "etl" and (source or archive_dir or given):
+        shown = ", ".join(["--source and --archive-dir", *given])
+        raise click.UsageError(f"{shown} apply to etl jobs only, not to --kind {kind}")
+    request = None
+    if kind == "etl":
+        request = run_request_of(jobs.absolute_source(source), name, run)
+        request.validate(app.settings)  # refused now, with etl's message, rather than at 02:00
     job = JobDef(
-        name=name, kind=kind, source=jobs.absolute_source(source) if source else None,
-        archive_dir=str(Path(archive_dir).expanduser().resolve()) if archive_dir else None, enabled=not disabled, **when,
+        name=name, kind=kind, source=request.source if request else None,
+        run_request=jobs.stored_request(request) if request else None,
+        archive_dir=str(Path(archive_dir).expanduser().resolve()) if archive_dir else None, enabled=not disabled, **options,
     )  # fmt: skip
     jobs.ensure_schema(app.engine)
     replaced = jobs.add_job(app.engine, job, replace)
@@ -101,7 +115,14 @@ def _pid_path(app) -> Path:
 @_job_options
 @click.pass_obj
 def schedule_daily(app, at_time: str, **options) -> None:
-    """Run a job every day at --time."""
+    """Run a job every day at --time. An etl job takes every option of etl, checked now.
+
+    \b
+    Examples:
+      python main.py schedule daily --name nightly --time 02:00 --source /srv/drop/ --archive-dir /srv/drop/loaded
+      python main.py schedule daily --name shop-workbook --time 06:00 --source exports/sales.xlsx --sheet "Year 2010-2011"
+      python main.py schedule daily --name shop-db --time 03:00 --source postgresql://etl@shop/db --query "SELECT * FROM sales"
+    """
     _add(app, schedule_type="daily", at_time=at_time, **options)
 
 
@@ -130,7 +151,10 @@ def schedule_every(app, minutes: int | None, seconds: int | None, **options) -> 
 def _job_row(row) -> dict:
     job = jobs.definition_of(row)
     data = dict(row._mapping)
+    request = job.request() if job.kind == "etl" else None
     return data | {
+        "run_request": request.to_dict() if request else None,
+        "options": " ".join(request.options()) if request else "",
         "schedule": job.describe(),
         "what": job.what(),
         "next_run_local": jobs.to_local(row.next_run_at),
@@ -145,7 +169,8 @@ def schedule_list(app, fmt: str) -> None:
     """List the jobs with their schedule, next and last run."""
     rows = [_job_row(r) for r in jobs.list_jobs(app.engine)] if jobs.tables_exist(app.engine) else []
     shown = [
-        {"name": r["name"], "runs": r["what"], "schedule": r["schedule"], "enabled": "yes" if r["enabled"] else "no",
+        {"name": r["name"], "runs": r["kind"] if r["kind"] != "etl" else f"etl {r['source']}", "options": r["options"],
+         "schedule": r["schedule"], "enabled": "yes" if r["enabled"] else "no",
          "next run (local)": r["next_run_local"], "last run (local)": r["last_run_local"], "last status": r["last_status"]}
         for r in rows
     ]  # fmt: skip

@@ -5,9 +5,12 @@ the command line can build its options (and help screens) from this module cheap
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from etl.request import RunRequest
 
 KINDS = ("etl", "quality", "alerts", "docs")
 RUN_STATUSES = ("running", "success", "failed", "skipped", "retrying")  # of a job run (job_runs.status)
@@ -26,6 +29,7 @@ class JobDef:
     kind: str
     schedule_type: str
     source: str | None = None
+    run_request: str | None = None  # etl jobs: RunRequest.to_dict() as JSON; None (jobs defined before it): etl's defaults
     archive_dir: str | None = None
     at_time: str | None = None
     weekday: str | None = None
@@ -41,9 +45,22 @@ class JobDef:
             return f"weekly on {self.weekday} at {self.at_time}"
         return f"daily at {self.at_time}"
 
+    def request(self) -> RunRequest:
+        """What an etl job runs: its stored request, or (a job defined before requests were stored) its source with etl's defaults."""
+        if self.run_request:
+            return RunRequest.from_dict(json.loads(self.run_request))
+        return RunRequest(source=self.source or "", job_name=self.name)
+
     def what(self) -> str:
         """What the job runs, in words."""
-        return f"etl {self.source}" if self.kind == "etl" else self.kind
+        if self.kind != "etl":
+            return self.kind
+        return " ".join(["etl", self.source or "", *self.request().options()])
+
+
+def stored_request(request: RunRequest) -> str:
+    """A request as the job table keeps it."""
+    return json.dumps(request.to_dict(), sort_keys=True)
 
 
 # --- validation (ValueError with a message the command shows as a usage error) -------------
@@ -78,6 +95,8 @@ def is_glob(source: str) -> bool:
 
 
 def absolute_source(source: str, base: Path | None = None) -> str:
-    """The source as an absolute path or pattern (the daemon may run in another folder)."""
+    """The source as an absolute path or pattern (the daemon may run in another folder); a URL as it is."""
+    if "://" in source:
+        return source
     path = Path(source).expanduser()
     return str(path if path.is_absolute() else (base or Path.cwd()) / path)

@@ -7,6 +7,7 @@ library uses); stored timestamps are UTC, like every other table of the warehous
 from __future__ import annotations
 
 import difflib
+import weakref
 from dataclasses import fields
 from datetime import UTC, datetime
 
@@ -14,7 +15,7 @@ import schedule
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from database.scheduler_models import ScheduledJob
+from database.scheduler_models import ScheduledJob, add_missing_columns
 from database.schema import missing_tables, setup_schema
 from etl.ledger import utcnow
 from scheduling.definitions import (  # noqa: F401  (validation and the definition live there, cheap to import)
@@ -27,6 +28,7 @@ from scheduling.definitions import (  # noqa: F401  (validation and the definiti
     is_glob,
     parse_day,
     parse_time,
+    stored_request,
 )
 from utils.errors import PlatformError
 
@@ -60,16 +62,30 @@ def to_local(utc: datetime | None) -> datetime | None:
 # --- the table ----------------------------------------------------------------------------
 
 
+_upgraded: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create the warehouse tables (the scheduler's included) if any is missing."""
+    """Create the warehouse tables (the scheduler's included) if any is missing; add newer columns to older tables."""
     if missing_tables(engine):
         setup_schema(engine)
+    _upgrade(engine)
 
 
 def tables_exist(engine: Engine) -> bool:
-    """Whether the scheduler's tables exist (read-only commands do not create them)."""
+    """Whether the scheduler's tables exist (read-only commands do not create them, but bring them up to date)."""
     missing = missing_tables(engine)
-    return "scheduled_jobs" not in missing and "job_runs" not in missing
+    if "scheduled_jobs" in missing or "job_runs" in missing:
+        return False
+    _upgrade(engine)
+    return True
+
+
+def _upgrade(engine: Engine) -> None:
+    """Once per engine: a job table made by an older version gets its new columns (jobs without them run as before)."""
+    if engine not in _upgraded:
+        add_missing_columns(engine)
+        _upgraded.add(engine)
 
 
 def definition_of(row) -> JobDef:

@@ -23,7 +23,8 @@ from config.settings import Settings
 from database.errors import describe
 from database.locks import WAREHOUSE_LOCK_ID, warehouse_lock
 from etl import ledger
-from etl.pipeline import EtlOptions, run_etl
+from etl.pipeline import RunSummary
+from etl.request import RunRequest, run_request, source_runner
 from scheduling import history, incoming, jobs
 from scheduling.jobs import JobDef
 from scheduling.kinds import alert_failure, run_kind
@@ -49,6 +50,19 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+
+    def note_summaries(self, summaries: list[RunSummary], name: str | None = None) -> None:
+        """Record ETL runs: a run that loaded counts as loaded, one that found everything loaded as already loaded."""
+        for summary in summaries:
+            shown = name or summary.source
+            self.etl_run_ids.append(summary.run_id)
+            if summary.status in ("success", "dry_run"):
+                dry = ", dry run: rolled back" if summary.status == "dry_run" else ""
+                self.loaded.append(
+                    f"{shown} (etl run {summary.run_id}: {summary.rows_loaded:,} new facts, {summary.rows_quarantined:,} quarantined{dry})"
+                )
+            else:
+                self.already.append(shown)
 
     def message(self) -> str:
         parts = []
@@ -233,25 +247,41 @@ class JobRunner:
             outcome.notes.append(run_kind(job.kind, self.engine, self.settings))
             outcome.status = "success"
             return
-        self._load_files(job, outcome)
+        request = job.request()
+        if "://" in request.source:
+            self._load_url(request, outcome)
+        else:
+            self._load_files(job, request, outcome)
         outcome.status = "failed" if outcome.failures else "success" if outcome.loaded else "skipped"
         if outcome.failures:
             alert_failure(self.engine, self.settings, job.name, outcome.message())
 
-    def _load_files(self, job: JobDef, outcome: Outcome) -> None:
-        listing = incoming.list_settled(job.source or "", self.settings.scheduler.settle_seconds)
+    def _load_url(self, request: RunRequest, outcome: Outcome) -> None:
+        """A database or HTTP source: read again on each run (no checksum; the line identities keep it exactly once)."""
+        outcome.note_summaries(run_request(self.engine, self.settings, request).summaries)
+
+    def _load_files(self, job: JobDef, request: RunRequest, outcome: Outcome) -> None:
+        listing = incoming.list_settled(request.source, self.settings.scheduler.settle_seconds)
         self.checksums.keep_only(listing.files + listing.unsettled)
         self._forget_changed_bad_files(listing.files + listing.unsettled)
         outcome.waiting = [p.name for p in listing.unsettled]
         if listing.note:
             outcome.notes.append(listing.note)
-        for index, path in enumerate(listing.files):
-            if self.stopping():
-                outcome.notes.append(
-                    f"stopped before {len(listing.files) - index} file(s): the scheduler is stopping; they load on its next run"
-                )
-                return
-            self._load_one(job, path, outcome)
+        pending = []
+        for path in listing.files:
+            found = self._pending(job, request, path, outcome)
+            if found:
+                pending.append((path, *found))
+        if not pending:
+            return
+        with source_runner(self.engine, self.settings, request, [str(p) for p, _, _ in pending]) as run:
+            for index, (path, stamp, checksum) in enumerate(pending):
+                if self.stopping():
+                    outcome.notes.append(
+                        f"stopped before {len(pending) - index} file(s): the scheduler is stopping; they load on its next run"
+                    )
+                    return
+                self._load_one(job, request, run, path, stamp, checksum, outcome)
 
     def _forget_changed_bad_files(self, present: list[Path]) -> None:
         stamps = set()
@@ -263,40 +293,37 @@ class JobRunner:
         for stamp in [s for s in self.failed_files if s not in stamps]:
             del self.failed_files[stamp]
 
-    def _load_one(self, job: JobDef, path: Path, outcome: Outcome) -> None:
+    def _pending(self, job: JobDef, request: RunRequest, path: Path, outcome: Outcome) -> tuple[tuple, str] | None:
+        """(stamp, checksum) of a file to load now; None for one that is gone, failed unchanged, or already loaded."""
         try:
             stamp = incoming.file_stamp(path)
             checksum = self.checksums.checksum(path)
         except FileNotFoundError:
-            return  # moved away since the listing
+            return None  # moved away since the listing
         if stamp in self.failed_files:
             outcome.bad_unchanged.append(path.name)
-            return
-        previous = ledger.previous_load(self.engine, checksum)
-        if previous is not None:
+            return None
+        if not request.force and ledger.previous_load(self.engine, checksum) is not None:
             outcome.already.append(path.name)
-            self._archive(job, path, checksum, outcome)
-            return
+            self._archive(job, request, path, checksum, outcome)
+            return None
+        return stamp, checksum
+
+    def _load_one(self, job: JobDef, request: RunRequest, run, path: Path, stamp: tuple, checksum: str, outcome: Outcome) -> None:
         try:
-            summary = run_etl(self.engine, self.settings, EtlOptions(path, job_name=job.name))
+            summary = run(str(path))
         except Exception as exc:
             if is_transient(self.engine, exc):
                 raise
             self.failed_files[stamp] = _error_text(self.engine, exc)
             outcome.failures.append(f"{path.name}: {_error_text(self.engine, exc)}")
             return
-        outcome.etl_run_ids.append(summary.run_id)
-        if summary.status == "success":
-            outcome.loaded.append(
-                f"{path.name} (etl run {summary.run_id}: {summary.rows_loaded:,} new facts, {summary.rows_quarantined:,} quarantined)"
-            )
-        else:
-            outcome.already.append(path.name)
-        self._archive(job, path, checksum, outcome)
+        outcome.note_summaries([summary], path.name)
+        self._archive(job, request, path, checksum, outcome)
 
-    def _archive(self, job: JobDef, path: Path, checksum: str, outcome: Outcome) -> None:
+    def _archive(self, job: JobDef, request: RunRequest, path: Path, checksum: str, outcome: Outcome) -> None:
         folder = job.archive_dir or self.settings.scheduler.archive_dir
-        if not folder:
+        if not folder or request.dry_run:
             return
         try:
             incoming.archive(path, self.settings.resolve_path(folder), checksum)
