@@ -178,10 +178,20 @@ class QualitySettings(_Section):
     uniqueness: float = Field(0.99, ge=0, le=1, description="minimum uniqueness score")
     accuracy: float = Field(0.85, ge=0, le=1, description="minimum accuracy score (business rules)")
     consistency: float = Field(1.0, ge=0, le=1, description="minimum consistency score (keys resolve, SCD2 ranges sound)")
-    anomaly: float = Field(0.10, ge=0, le=1, description="relative drop of a metric against its history that counts as an anomaly")
+    anomaly: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="relative move of a metric against the median of its history that counts as an anomaly (from the second run)",
+    )
     anomaly_z: float = Field(3.5, gt=0, description="robust z-score beyond which a metric is anomalous")
     anomaly_window: int = Field(20, ge=3, le=1000, description="runs of history a metric is compared with")
-    anomaly_min_history: int = Field(5, ge=2, description="fewer runs than this: reported as 'insufficient history', not as normal")
+    anomaly_min_history: int = Field(
+        5, ge=2, description="earlier runs from which the robust z-score joins the relative-change rule (and judges reject rates, revenue)"
+    )
+    volume_factor: float = Field(
+        3.0, gt=1, description="a run reading below 1/this or above this times its feed's usual rows raises a volume alert"
+    )
     freshness_max_age_days: float = Field(2.0, gt=0, description="the last successful load older than this is stale")
     data_start: date = Field(date(2009, 1, 1), description="transactions before this date fail the accuracy check")
     on_failure: Literal["fail", "warn"] = Field(

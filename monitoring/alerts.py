@@ -2,7 +2,8 @@
 
 Rules:
   check_failed  a check of the latest evaluation failed   critical if blocking, else warning
-  anomaly       a run metric is anomalous against its history (monitoring/anomaly.py)   warning
+  anomaly       a run's quality metric is anomalous against its history (monitoring/anomaly.py)   warning
+  volume        a run read far fewer or far more rows than its feed usually does           warning
   run_failed    the run checked ended as failed             critical
 
 An alert's fingerprint is its rule and subject (check, metric or job); an alert whose
@@ -27,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import AlertChannel, Settings
 from database.errors import describe
 from database.models import EtlRun
-from monitoring.anomaly import detect
+from monitoring.anomaly import VOLUME, MetricStatus, detect
 from monitoring.channels import deliver, wants
 from monitoring.history import evaluation, latest_evaluation
 from monitoring.models import Alert as AlertRow
@@ -92,6 +93,16 @@ def _check_alerts(results: list[dict]) -> list[Alert]:
     return alerts
 
 
+def _anomaly_alert(status: MetricStatus, run_id: int) -> Alert:
+    if status.rule == VOLUME:
+        return Alert(
+            "volume", "warning", "volume: " + status.message, status.metric, status.value, run_id, fingerprint("volume", status.feed or "")
+        )
+    return Alert(
+        "anomaly", "warning", "anomaly: " + status.message, status.metric, status.value, run_id, fingerprint("anomaly", status.metric)
+    )
+
+
 def _target_run(conn: Connection, run_id: int | None, results: list[dict]) -> int | None:
     if run_id is not None:
         return run_id
@@ -110,17 +121,7 @@ def candidates(conn: Connection, settings: Settings, run_id: int | None = None) 
         return alerts
     for status in detect(conn, settings, target):
         if status.status == "anomaly":
-            alerts.append(
-                Alert(
-                    "anomaly",
-                    "warning",
-                    "anomaly: " + status.message,
-                    status.metric,
-                    status.value,
-                    target,
-                    fingerprint("anomaly", status.metric),
-                )
-            )
+            alerts.append(_anomaly_alert(status, target))
     run = conn.execute(select(EtlRun).where(EtlRun.run_id == target)).first()
     if run is not None and run.status == "failed":
         message = f"run {target} ({run.job_name}) failed: {run.message or 'no message'}"

@@ -4,6 +4,7 @@ anomaly detection and alerts. All set-based reads; nothing here writes."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,6 +36,41 @@ class RunPoint:
     scores: dict[str, float] = field(default_factory=dict)
     checks: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    job_name: str | None = None
+    source: str | None = None
+
+
+# The job name of a run started by hand (the default of `etl --job-name`, etl/commands.py).
+MANUAL_JOB = "etl"
+
+
+def source_pattern(source: str) -> str:
+    """A source's file name with every run of digits as '#': sales-2011-06.csv -> sales-#-#.csv."""
+    name = re.split(r"[\\/]", source.rstrip("/\\"))[-1] or source
+    return re.sub(r"\d+", "#", name)
+
+
+def feed_of(job_name: str, source: str) -> str:
+    """The feed a run belongs to: its job, or for manual runs the pattern of its source's name."""
+    return f"job '{job_name}'" if job_name != MANUAL_JOB else f"source pattern '{source_pattern(source)}'"
+
+
+def feed_runs(conn: Connection, run_id: int, limit: int) -> tuple[str | None, list[RunPoint]]:
+    """The feed of run `run_id` and its last `limit` earlier successful load runs, oldest first."""
+    run = conn.execute(select(EtlRun.job_name, EtlRun.source).where(EtlRun.run_id == run_id)).first()
+    if run is None:
+        return None, []
+    feed = feed_of(run.job_name, run.source)
+    # Manual runs share one job name: read further back and keep those of the same pattern.
+    scan = limit if run.job_name != MANUAL_JOB else limit * 20
+    query = (
+        select(EtlRun)
+        .where(EtlRun.job_name == run.job_name, EtlRun.kind == "load", EtlRun.status == "success", EtlRun.run_id < run_id)
+        .order_by(EtlRun.run_id.desc())
+        .limit(scan)
+    )
+    same = [r for r in conn.execute(query) if feed_of(r.job_name, r.source) == feed][:limit]
+    return feed, [_point(r.run_id, r) for r in reversed(same)]
 
 
 def result_dict(row) -> dict:
@@ -117,6 +153,7 @@ def _point(run_id: int, run) -> RunPoint:
     return RunPoint(
         run_id, run.status, run.started_at, run.rows_read or 0, run.rows_loaded or 0, run.rows_quarantined or 0,
         run.rows_already_loaded or 0, json.loads(run.quarantine_by_reason) if run.quarantine_by_reason else {},
+        job_name=run.job_name, source=run.source,
     )  # fmt: skip
 
 
