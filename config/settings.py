@@ -192,7 +192,12 @@ class QualitySettings(_Section):
     volume_factor: float = Field(
         3.0, gt=1, description="a run reading below 1/this or above this times its feed's usual rows raises a volume alert"
     )
-    freshness_max_age_days: float = Field(2.0, gt=0, description="the last successful load older than this is stale")
+    freshness_max_age_days: float = Field(
+        2.0, gt=0, description="a job (for manual runs: any load) whose last successful load is older than this many days is stale"
+    )
+    data_recency_max_age_days: float | None = Field(
+        None, gt=0, description="switch on the data-recency check: a newest transaction older than this many days is stale; empty: off"
+    )
     data_start: date = Field(date(2009, 1, 1), description="transactions before this date fail the accuracy check")
     on_failure: Literal["fail", "warn"] = Field(
         "fail", description="a failing blocking check fails the run (fail) or is only reported (warn)"

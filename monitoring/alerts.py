@@ -30,6 +30,7 @@ from database.errors import describe
 from database.models import EtlRun
 from monitoring.anomaly import VOLUME, MetricStatus, detect
 from monitoring.channels import deliver, wants
+from monitoring.checks import threshold_setting
 from monitoring.history import evaluation, latest_evaluation
 from monitoring.models import Alert as AlertRow
 from utils.errors import PlatformError
@@ -73,7 +74,7 @@ def fingerprint(rule: str, subject: str) -> str:
     return hashlib.sha256(f"{rule}|{subject}".encode()).hexdigest()[:32]
 
 
-def _check_alerts(results: list[dict]) -> list[Alert]:
+def _check_alerts(results: list[dict], settings: Settings) -> list[Alert]:
     alerts = []
     for r in results:
         if r["passed"]:
@@ -82,7 +83,7 @@ def _check_alerts(results: list[dict]) -> list[Alert]:
         sample = f"; e.g. {r['samples'][0]}" if r["samples"] else ""
         message = (
             f"{r['severity']} check {r['check_name']} failed on {where}: score {r['measured']:.4f} < {r['threshold']:.4f} "
-            f"({r['offending']:,} of {r['total']:,} offending{sample})"
+            f"({r['offending']:,} of {r['total']:,} offending{sample}); threshold set by {threshold_setting(r['check_name'], r['dimension'], settings)}"
         )
         severity = "critical" if r["severity"] == "blocking" else "warning"
         alerts.append(
@@ -115,7 +116,7 @@ def candidates(conn: Connection, settings: Settings, run_id: int | None = None) 
     """Every alert the rules raise for the latest results (before de-duplication)."""
     evaluation_id = latest_evaluation(conn, run_id)
     results = evaluation(conn, evaluation_id) if evaluation_id else []
-    alerts = _check_alerts(results)
+    alerts = _check_alerts(results, settings)
     target = _target_run(conn, run_id, results)
     if target is None:
         return alerts

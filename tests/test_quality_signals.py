@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import bindparam, text
 
 from config.settings import Settings
 from database.engine import make_engine
+from database.models import TIMESTAMP
 from etl.generator import generate_sales
 from tests.conftest import Cli, write_csv
 
@@ -90,3 +94,61 @@ def test_a_tenth_of_the_usual_volume_alerts(run_cli: Cli, warehouse_url: str, tm
     assert "(quality_rules.volume_factor)" in raised[0][2]
     big = load(run_cli, small, "--job-name", "daily", "--force")  # a tenth again: alerted within the cool-down already
     assert [a for a in alerts_of(warehouse_url, big) if a[0] == "volume"] == []
+
+
+# -- freshness ------------------------------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_sales.csv"
+
+
+def test_first_load_of_the_shipped_sample_warns_about_nothing(run_cli: Cli, warehouse_url: str, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        result = run_cli("etl", "--source", str(SAMPLE))
+    assert result.exit_code == 0, result.output
+    assert "WARNING" not in result.output and [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert alerts_of(warehouse_url) == []
+    again = json.loads(run_cli("etl", "--source", str(SAMPLE), "--format", "json").stdout)  # unchanged: skipped
+    assert again["status"] == "skipped"
+    assert json.loads(run_cli("quality", "check", "--format", "json").stdout)["warnings"] == []
+
+
+def _set_finished(url: str, job: str, days_ago: float) -> None:
+    engine = make_engine(Settings.model_validate({"database": {"url": url}}).database)
+    when = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(days=days_ago)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE etl_runs SET finished_at = :t WHERE job_name = :j").bindparams(bindparam("t", type_=TIMESTAMP)),
+            {"t": when, "j": job},
+        )
+    engine.dispose()
+
+
+def test_freshness_is_about_each_jobs_loads(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    daily, manual = extracts(tmp_path, 2, 200, seed=9)
+    load(run_cli, daily, "--job-name", "daily")
+    load(run_cli, manual)
+    _set_finished(warehouse_url, "daily", 3.5)
+    data = json.loads(run_cli("quality", "check", "--format", "json").stdout)
+    last = next(c for c in data["checks"] if c["check"] == "freshness.etl_runs.last_success")
+    assert (last["offending"], last["total"], last["passed"]) == (1, 2, False)  # job 'daily' stale, manual runs fresh
+    assert last["measured"] == pytest.approx(2 / 3.5, rel=0.01)
+    assert last["samples"][0].startswith("job 'daily': last successful load ")
+    assert last["samples"][0].endswith("is 3.5 days old (limit 2, quality_rules.freshness_max_age_days)")
+    raised = run_cli("alerts", "run", "--format", "json")
+    message = next(a["message"] for a in json.loads(raised.stdout) if a["metric"] == "freshness.etl_runs.last_success")
+    assert "quality_rules.freshness_max_age_days" in message
+    _set_finished(warehouse_url, "etl", 5)  # manual runs: any load counts, and the newest is 3.5 days old
+    data = json.loads(run_cli("quality", "check", "--format", "json").stdout)
+    last = next(c for c in data["checks"] if c["check"] == "freshness.etl_runs.last_success")
+    assert (last["offending"], last["total"]) == (2, 2) and "manual runs (any load)" in " ".join(last["samples"])
+
+
+def test_data_recency_is_a_check_a_user_switches_on(run_cli: Cli, tmp_path: Path) -> None:
+    load(run_cli, extracts(tmp_path, 1, 200, seed=4)[0])
+    names = [c["check"] for c in json.loads(run_cli("quality", "check", "--format", "json").stdout)["checks"]]
+    assert "freshness.fact_sales.newest_transaction" not in names
+    data = json.loads(run_cli("quality", "check", "--format", "json", env={"RDP_QUALITY_RULES__DATA_RECENCY_MAX_AGE_DAYS": "30"}).stdout)
+    recency = next(c for c in data["checks"] if c["check"] == "freshness.fact_sales.newest_transaction")
+    assert recency["passed"] is False and recency["samples"][0].endswith("(limit 30, quality_rules.data_recency_max_age_days)")
+    bad = run_cli("quality", "check", env={"RDP_QUALITY_RULES__DATA_RECENCY_MAX_AGE_DAYS": "-1"})
+    assert bad.exit_code == 1 and "quality_rules.data_recency_max_age_days" in bad.output
