@@ -30,6 +30,7 @@ from etl.loader import LoadCounts, WarehouseLoader
 from etl.sources import Source, SourceOptions, open_source
 from monitoring.alerts import run_alerts
 from monitoring.gate import GateResult, evaluate, record
+from monitoring.history import quarantine_by_reasons
 from performance.aggregates import AGGREGATE_TABLES
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
@@ -55,7 +56,9 @@ class RunSummary:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_already_loaded: int = 0
-    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)  # rows with each reason (a row may have several)
+    quarantine_by_reasons: dict[str, int] = field(default_factory=dict)  # rows by their reasons as stored: adds up
+    rows_with_several_reasons: int = 0
     dimension_changes: dict[str, dict[str, int]] = field(default_factory=dict)
     duration_s: float = 0.0
     message: str | None = None
@@ -248,6 +251,8 @@ def _process(
                 pending.result()
         counts = loader.finalize()
         _account(summary, counts)
+        summary.quarantine_by_reasons = quarantine_by_reasons(conn, summary.run_id)
+        summary.rows_with_several_reasons = sum(n for r, n in summary.quarantine_by_reasons.items() if ";" in r)
         with loader.timed("quality_gate"):
             gate = evaluate(conn, settings, summary.run_id, fact_holds_only_run=loader.facts_empty)
         summary.quality = {k: round(v, 4) for k, v in gate.scores.items()}

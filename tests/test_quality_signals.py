@@ -152,3 +152,38 @@ def test_data_recency_is_a_check_a_user_switches_on(run_cli: Cli, tmp_path: Path
     assert recency["passed"] is False and recency["samples"][0].endswith("(limit 30, quality_rules.data_recency_max_age_days)")
     bad = run_cli("quality", "check", env={"RDP_QUALITY_RULES__DATA_RECENCY_MAX_AGE_DAYS": "-1"})
     assert bad.exit_code == 1 and "quality_rules.data_recency_max_age_days" in bad.output
+
+
+# -- reasons that add up ------------------------------------------------------------------------------
+
+
+def test_reasons_add_up_to_the_quarantined_rows(run_cli: Cli, tmp_path: Path) -> None:
+    free = ["536370", "POST", "POSTAGE", "1", "2011-06-01 10:00:00", "0", "12583", "France"]
+    rows = [
+        ["536365", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", "6", "2011-06-01 08:26:00", "2.55", "17850", "United Kingdom"],
+        ["536365", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", "6", "2011-06-01 08:26:00", "2.55", "17850", "United Kingdom"],
+        free,
+        list(free),  # zero price, then the same row again: zero price and a duplicate
+        ["536371", "22633", "HAND WARMER", "0", "2011-06-01 11:00:00", "1.85", "17851", "United Kingdom"],
+        ["536372", "22634", "HAND WARMER RED", "3", "2011-06-01 12:00:00", "1.85", "17851", "United Kingdom"],
+    ]
+    source = str(write_csv(tmp_path / "s.csv", rows))
+    summary = json.loads(run_cli("etl", "--source", source, "--dry-run", "--format", "json").stdout)  # counted, rolled back
+    assert summary["rows_quarantined"] == 4
+    assert summary["quarantine_by_reasons"] == {
+        "duplicate": 1,
+        "non_positive_price": 1,
+        "zero_quantity": 1,
+        "non_positive_price;duplicate": 1,
+    }
+    assert sum(summary["quarantine_by_reasons"].values()) == summary["rows_quarantined"]
+    assert summary["rows_with_several_reasons"] == 1
+    assert summary["quarantine_by_reason"] == {"duplicate": 2, "non_positive_price": 2, "zero_quantity": 1}  # rows per reason
+    lines = run_cli("etl", "--source", source).output.splitlines()
+    labels = [line.split("│")[1][1:].rstrip() for line in lines if line.count("│") >= 3]  # less the cell padding
+    start = labels.index("  quarantined")
+    assert labels[start : start + 6] == [
+        "  quarantined", "    duplicate", "    non_positive_price", "    zero_quantity", "    rows with several reasons", "  already loaded",
+    ]  # fmt: skip
+    several = next(line for line in lines if "rows with several reasons" in line)
+    assert "1 (non_positive_price + duplicate 1)" in several
