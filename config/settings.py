@@ -192,6 +192,11 @@ class QualitySettings(_Section):
     volume_factor: float = Field(
         3.0, gt=1, description="a run reading below 1/this or above this times its feed's usual rows raises a volume alert"
     )
+    schema_drift: bool = Field(True, description="alert when a feed's header changes (a column added or gone, another name variant)")
+    new_value_columns: list[str] = Field(
+        default_factory=lambda: ["Country"],
+        description="low-cardinality columns whose values never seen before are reported in the run summary and the quality report",
+    )
     freshness_max_age_days: float = Field(
         2.0, gt=0, description="a job (for manual runs: any load) whose last successful load is older than this many days is stale"
     )
@@ -204,6 +209,16 @@ class QualitySettings(_Section):
     )
     sample_size: int = Field(5, ge=0, le=100, description="offending values kept with each failing check")
     checks: dict[str, CheckOverride] = Field(default_factory=dict, description="per-check overrides by check name: threshold, blocking")
+
+    @field_validator("new_value_columns")
+    @classmethod
+    def _known_value_columns(cls, value: list[str]) -> list[str]:
+        from etl.columns import SOURCE_COLUMNS
+
+        unknown = [v for v in value if v not in SOURCE_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; choose from {list(SOURCE_COLUMNS)}")
+        return value
 
 
 class AlertChannel(_Section):

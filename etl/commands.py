@@ -66,6 +66,12 @@ def _summary_rows(s: RunSummary) -> list[dict]:
         *_reason_rows(s),
         {"": "  already loaded", "value": f"{s.rows_already_loaded:,}"},
     ]
+    if s.header_changes:
+        changed = [f"added {', '.join(s.header_changes['added'])}" if s.header_changes["added"] else "",
+                   f"gone {', '.join(s.header_changes['removed'])}" if s.header_changes["removed"] else ""]  # fmt: skip
+        rows.append({"": "header changed", "value": f"{'; '.join(c for c in changed if c)} (since run {s.header_changes['previous_run']})"})
+    for column, values in s.new_values.items():
+        rows.append({"": f"new {column}", "value": ", ".join(values)})
     if s.key_cache:
         rows.append({"": "key cache hit rate", "value": ", ".join(f"{k} {v['hit_rate']:.1%}" for k, v in s.key_cache.items())})
     if s.quality:

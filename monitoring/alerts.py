@@ -4,6 +4,7 @@ Rules:
   check_failed  a check of the latest evaluation failed   critical if blocking, else warning
   anomaly       a run's quality metric is anomalous against its history (monitoring/anomaly.py)   warning
   volume        a run read far fewer or far more rows than its feed usually does           warning
+  schema_drift  a run's header differs from the previous run of its feed (quality_rules.schema_drift)   warning
   run_failed    the run checked ended as failed             critical
 
 An alert's fingerprint is its rule and subject (check, metric or job); an alert whose
@@ -31,7 +32,7 @@ from database.models import EtlRun
 from monitoring.anomaly import VOLUME, MetricStatus, detect
 from monitoring.channels import deliver, wants
 from monitoring.checks import threshold_setting
-from monitoring.history import evaluation, latest_evaluation
+from monitoring.history import evaluation, latest_evaluation, run_profile_changes
 from monitoring.models import Alert as AlertRow
 from utils.errors import PlatformError
 
@@ -123,6 +124,20 @@ def candidates(conn: Connection, settings: Settings, run_id: int | None = None) 
     for status in detect(conn, settings, target):
         if status.status == "anomaly":
             alerts.append(_anomaly_alert(status, target))
+    changes = run_profile_changes(conn, target) if settings.quality_rules.schema_drift else None
+    if changes is not None and changes.drifted:
+        subject = f"{changes.feed}|+{','.join(changes.added)}|-{','.join(changes.removed)}"
+        alerts.append(
+            Alert(
+                "schema_drift",
+                "warning",
+                "schema drift: " + changes.header_message(target),
+                "header",
+                None,
+                target,
+                fingerprint("schema_drift", subject),
+            )
+        )
     run = conn.execute(select(EtlRun).where(EtlRun.run_id == target)).first()
     if run is not None and run.status == "failed":
         message = f"run {target} ({run.job_name}) failed: {run.message or 'no message'}"
