@@ -178,17 +178,45 @@ class QualitySettings(_Section):
     uniqueness: float = Field(0.99, ge=0, le=1, description="minimum uniqueness score")
     accuracy: float = Field(0.85, ge=0, le=1, description="minimum accuracy score (business rules)")
     consistency: float = Field(1.0, ge=0, le=1, description="minimum consistency score (keys resolve, SCD2 ranges sound)")
-    anomaly: float = Field(0.10, ge=0, le=1, description="relative drop of a metric against its history that counts as an anomaly")
+    anomaly: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="relative move of a metric against the median of its history that counts as an anomaly (from the second run)",
+    )
     anomaly_z: float = Field(3.5, gt=0, description="robust z-score beyond which a metric is anomalous")
     anomaly_window: int = Field(20, ge=3, le=1000, description="runs of history a metric is compared with")
-    anomaly_min_history: int = Field(5, ge=2, description="fewer runs than this: reported as 'insufficient history', not as normal")
-    freshness_max_age_days: float = Field(2.0, gt=0, description="the last successful load older than this is stale")
+    anomaly_min_history: int = Field(
+        5, ge=2, description="earlier runs from which the robust z-score joins the relative-change rule (and judges reject rates, revenue)"
+    )
+    volume_factor: float = Field(
+        3.0, gt=1, description="a run reading below 1/this or above this times its feed's usual rows raises a volume alert"
+    )
+    schema_drift: bool = Field(True, description="alert when a feed's header changes (a column added or gone, another name variant)")
+    new_value_columns: list[str] = Field(
+        default_factory=lambda: ["Country"],
+        description="low-cardinality columns whose values never seen before are reported in the run summary and the quality report",
+    )
+    freshness_max_age_days: float = Field(
+        2.0, gt=0, description="a job (for manual runs: any load) whose last successful load is older than this many days is stale"
+    )
+    data_recency_max_age_days: float | None = Field(
+        None, gt=0, description="switch on the data-recency check: a newest transaction older than this many days is stale; empty: off"
+    )
     data_start: date = Field(date(2009, 1, 1), description="transactions before this date fail the accuracy check")
     on_failure: Literal["fail", "warn"] = Field(
         "fail", description="a failing blocking check fails the run (fail) or is only reported (warn)"
     )
     sample_size: int = Field(5, ge=0, le=100, description="offending values kept with each failing check")
     checks: dict[str, CheckOverride] = Field(default_factory=dict, description="per-check overrides by check name: threshold, blocking")
+
+    @field_validator("new_value_columns")
+    @classmethod
+    def _known_value_columns(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in SOURCE_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; choose from {list(SOURCE_COLUMNS)}")
+        return value
 
 
 class AlertChannel(_Section):

@@ -82,6 +82,9 @@ class EtlRun(Base):
     host: Mapped[str | None] = mapped_column(String(255), comment="machine that ran it")
     kind: Mapped[str] = mapped_column(String(20), default="load", server_default="load", comment="load, replay or rollback")
     rolled_back_by: Mapped[int | None] = mapped_column(Integer, comment="the rollback run that undid this run")
+    source_profile: Mapped[str | None] = mapped_column(
+        Text, comment="JSON: the source's header as read and the values of low-cardinality columns (schema drift, new values)"
+    )
 
 
 class DimCustomer(Base):

@@ -47,6 +47,25 @@ def missing_tables(engine: Engine) -> list[str]:
     return [t for t in METADATA.tables if t not in existing]
 
 
+def missing_columns(engine_or_conn) -> list[tuple[str, str]]:
+    """(table, column) of nullable columns a newer version added to tables that already exist."""
+    inspector = inspect(engine_or_conn)
+    existing = set(inspector.get_table_names())
+    found = []
+    for table in METADATA.sorted_tables:
+        if table.name in existing:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            found += [(table.name, c.name) for c in table.columns if c.name not in have and c.nullable]
+    return found
+
+
+def _add_missing_columns(conn) -> None:
+    """Add the nullable columns of `missing_columns` (create_all never alters an existing table)."""
+    for table, column in missing_columns(conn):
+        kind = METADATA.tables[table].columns[column].type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
 def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> SetupResult:
     """Create every missing table and the unknown-customer row; safe to run again. With
     `warehouse.distributed: citus`, first check that the server has Citus (nothing is written when
@@ -60,6 +79,7 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
             if engine.dialect.name == "postgresql" and "fact_sales" in missing:
                 create_partitioned_fact(conn)
             METADATA.create_all(conn, checkfirst=True)
+            _add_missing_columns(conn)
             _create_missing_indexes(conn, missing)
             distributed = distribute(conn, warehouse) if citus else None
             _backfill_aggregates(conn, missing)

@@ -32,6 +32,18 @@ def _source_facts(s: RunSummary) -> list[str]:
     return facts
 
 
+def _reason_rows(s: RunSummary) -> list[dict]:
+    """Quarantined rows by reason, each row once: a row with several reasons is counted on one
+    line of its own, so the lines add up to the quarantined rows."""
+    single = {r: n for r, n in s.quarantine_by_reasons.items() if ";" not in r}
+    several = {r: n for r, n in s.quarantine_by_reasons.items() if ";" in r}
+    rows = [{"": f"    {reason}", "value": f"{n:,}"} for reason, n in single.items()]
+    if several:
+        detail = ", ".join(f"{r.replace(';', ' + ')} {n:,}" for r, n in several.items())
+        rows.append({"": "    rows with several reasons", "value": f"{s.rows_with_several_reasons:,} ({detail})"})
+    return rows
+
+
 def _summary_rows(s: RunSummary) -> list[dict]:
     rows = [
         {"": "run", "value": f"{s.run_id} ({s.status}) on {s.backend}"},
@@ -40,9 +52,15 @@ def _summary_rows(s: RunSummary) -> list[dict]:
         {"": "rows read", "value": f"{s.rows_read:,}"},
         {"": "  new facts", "value": f"{s.rows_loaded:,}"},
         {"": "  quarantined", "value": f"{s.rows_quarantined:,}"},
+        *_reason_rows(s),
         {"": "  already loaded", "value": f"{s.rows_already_loaded:,}"},
     ]
-    rows += [{"": f"    {reason}", "value": f"{n:,}"} for reason, n in s.quarantine_by_reason.items()]
+    if s.header_changes:
+        changed = [f"added {', '.join(s.header_changes['added'])}" if s.header_changes["added"] else "",
+                   f"gone {', '.join(s.header_changes['removed'])}" if s.header_changes["removed"] else ""]  # fmt: skip
+        rows.append({"": "header changed", "value": f"{'; '.join(c for c in changed if c)} (since run {s.header_changes['previous_run']})"})
+    for column, values in s.new_values.items():
+        rows.append({"": f"new {column}", "value": ", ".join(values)})
     if s.key_cache:
         rows.append({"": "key cache hit rate", "value": ", ".join(f"{k} {v['hit_rate']:.1%}" for k, v in s.key_cache.items())})
     if s.quality:

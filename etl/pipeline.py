@@ -6,6 +6,7 @@ Every row read ends in exactly one place: a new fact, the quarantine, or "alread
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from database.aggregates import AGGREGATE_TABLES
 from database.errors import describe
 from database.locks import warehouse_lock, write_transaction
 from database.partitions import parent_statistics_stale
-from database.schema import missing_tables, setup_schema
+from database.schema import missing_columns, missing_tables, setup_schema
 from etl import ledger
 from etl.cleaning import Cleaner, malformed_rows
 from etl.ingestion import Chunk
@@ -31,10 +32,12 @@ from etl.loader import LoadCounts, WarehouseLoader
 from etl.sources import Source, SourceOptions, open_source
 from monitoring.alerts import run_alerts
 from monitoring.gate import GateResult, evaluate, record
+from monitoring.history import MAX_PROFILE_VALUES, profile_changes, quarantine_by_reasons
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
 from utils.memory import release_memory, use_system_allocator
 from utils.progress import as_progress
+from utils.vocabulary import SNAKE
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -56,7 +59,13 @@ class RunSummary:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_already_loaded: int = 0
-    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)  # rows with each reason (a row may have several)
+    quarantine_by_reasons: dict[str, int] = field(default_factory=dict)  # rows by their reasons as stored: adds up
+    rows_with_several_reasons: int = 0
+    source_columns: list[str] | None = None  # the header as read (None: the source has no header, e.g. a query)
+    header_changes: dict | None = None  # against the previous run of the same feed: added, removed, previous_run
+    new_values: dict[str, list[str]] = field(default_factory=dict)  # values of quality_rules.new_value_columns never seen before
+    profile: dict | None = field(default=None, repr=False)  # stored in etl_runs.source_profile
     dimension_changes: dict[str, dict[str, int]] = field(default_factory=dict)
     duration_s: float = 0.0
     message: str | None = None
@@ -72,10 +81,13 @@ class RunSummary:
 
     def as_dict(self) -> dict:
         """JSON-ready form (with rows_per_s)."""
-        return asdict(self) | {"rows_per_s": round(self.rows_per_s, 1)}
+        data = asdict(self) | {"rows_per_s": round(self.rows_per_s, 1)}
+        del data["profile"]
+        return data
 
     def ledger_counts(self) -> dict:
-        return {
+        profile = {"source_profile": json.dumps(self.profile, sort_keys=True)} if self.profile is not None else {}
+        return profile | {
             "rows_read": self.rows_read,
             "rows_loaded": self.rows_loaded,
             "rows_quarantined": self.rows_quarantined,
@@ -118,7 +130,7 @@ def run_etl(
         with warehouse_lock(engine, settings.database.lock_timeout_s, on_wait):
             # Inside the lock: runs started together on a new warehouse must not all create it
             # (on SQLite the losers failed with "database is locked").
-            if missing_tables(engine):
+            if missing_tables(engine) or missing_columns(engine):
                 setup_schema(engine, settings.warehouse)
             stale = ledger.close_stale_runs(engine)
             if stale:
@@ -237,9 +249,11 @@ def _process(
         loader.prepare()
         # Loading chunk n (its keys on the loader thread, then its writes on the loader's writer
         # thread) overlaps reading and cleaning of chunk n+1.
+        values: dict[str, set[str] | None] = {c: set() for c in settings.quality_rules.new_value_columns}
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-stage") as stager:
             pending: Future | None = None
             for accepted, rejected, rows_read in _batches(cleaner, info, chunk_size, loader):
+                _observe_values(values, accepted)
                 if pending is not None:
                     pending.result()
                 pending = stager.submit(loader.load, accepted, rejected)
@@ -253,6 +267,9 @@ def _process(
         progress.phase("finishing the load")
         counts = loader.finalize()
         _account(summary, counts)
+        summary.quarantine_by_reasons = quarantine_by_reasons(conn, summary.run_id)
+        _profile(conn, summary, options.job_name, info, values)
+        summary.rows_with_several_reasons = sum(n for r, n in summary.quarantine_by_reasons.items() if ";" in r)
         progress.phase("quality gate")
         with loader.timed("quality_gate"):
             gate = evaluate(conn, settings, summary.run_id, fact_holds_only_run=loader.facts_empty)
@@ -278,6 +295,28 @@ def _process(
     if options.dry_run:
         with engine.begin() as conn:
             ledger.close_run(conn, summary.run_id, "dry_run", started, summary.ledger_counts(), summary.message)
+
+
+def _observe_values(values: dict[str, set[str] | None], accepted: pd.DataFrame) -> None:
+    """Distinct values of the tracked low-cardinality columns; a column past MAX_PROFILE_VALUES is dropped."""
+    for column, seen in values.items():
+        name = SNAKE[column]
+        if seen is None or name not in accepted.columns:
+            continue
+        seen.update(str(v) for v in accepted[name].dropna().unique())
+        if len(seen) > MAX_PROFILE_VALUES:
+            values[column] = None
+
+
+def _profile(conn, summary: RunSummary, job_name: str, info: Source, values: dict[str, set[str] | None]) -> None:
+    """The run's source profile (header as read, tracked values) and how it differs from earlier runs."""
+    header = getattr(getattr(info, "info", None), "header", None)
+    summary.source_columns = [h.strip() for h in header] if header else None
+    summary.profile = {"columns": summary.source_columns, "values": {c: sorted(v) if v is not None else None for c, v in values.items()}}
+    changes = profile_changes(conn, summary.run_id, job_name, info.location, summary.profile)
+    summary.new_values = changes.new_values
+    if changes.drifted:
+        summary.header_changes = {"previous_run": changes.previous_run, "added": changes.added, "removed": changes.removed}
 
 
 def _failed_checks(gate: GateResult) -> str:

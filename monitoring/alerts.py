@@ -2,7 +2,9 @@
 
 Rules:
   check_failed  a check of the latest evaluation failed   critical if blocking, else warning
-  anomaly       a run metric is anomalous against its history (monitoring/anomaly.py)   warning
+  anomaly       a run's quality metric is anomalous against its history (monitoring/anomaly.py)   warning
+  volume        a run read far fewer or far more rows than its feed usually does           warning
+  schema_drift  a run's header differs from the previous run of its feed (quality_rules.schema_drift)   warning
   run_failed    the run checked ended as failed             critical
 
 An alert's fingerprint is its rule and subject (check, metric or job); an alert whose
@@ -28,9 +30,10 @@ from config.settings import AlertChannel, Settings
 from database.errors import describe
 from database.models import EtlRun
 from database.quality_models import Alert as AlertRow
-from monitoring.anomaly import detect
+from monitoring.anomaly import VOLUME, MetricStatus, detect
 from monitoring.channels import deliver, wants
-from monitoring.history import evaluation, latest_evaluation
+from monitoring.checks import threshold_setting
+from monitoring.history import evaluation, latest_evaluation, run_profile_changes
 from utils.errors import PlatformError
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ def fingerprint(rule: str, subject: str) -> str:
     return hashlib.sha256(f"{rule}|{subject}".encode()).hexdigest()[:32]
 
 
-def _check_alerts(results: list[dict]) -> list[Alert]:
+def _check_alerts(results: list[dict], settings: Settings) -> list[Alert]:
     alerts = []
     for r in results:
         if r["passed"]:
@@ -81,7 +84,7 @@ def _check_alerts(results: list[dict]) -> list[Alert]:
         sample = f"; e.g. {r['samples'][0]}" if r["samples"] else ""
         message = (
             f"{r['severity']} check {r['check_name']} failed on {where}: score {r['measured']:.4f} < {r['threshold']:.4f} "
-            f"({r['offending']:,} of {r['total']:,} offending{sample})"
+            f"({r['offending']:,} of {r['total']:,} offending{sample}); threshold set by {threshold_setting(r['check_name'], r['dimension'], settings)}"
         )
         severity = "critical" if r["severity"] == "blocking" else "warning"
         alerts.append(
@@ -90,6 +93,16 @@ def _check_alerts(results: list[dict]) -> list[Alert]:
             )
         )
     return alerts
+
+
+def _anomaly_alert(status: MetricStatus, run_id: int) -> Alert:
+    if status.rule == VOLUME:
+        return Alert(
+            "volume", "warning", "volume: " + status.message, status.metric, status.value, run_id, fingerprint("volume", status.feed or "")
+        )
+    return Alert(
+        "anomaly", "warning", "anomaly: " + status.message, status.metric, status.value, run_id, fingerprint("anomaly", status.metric)
+    )
 
 
 def _target_run(conn: Connection, run_id: int | None, results: list[dict]) -> int | None:
@@ -104,23 +117,27 @@ def candidates(conn: Connection, settings: Settings, run_id: int | None = None) 
     """Every alert the rules raise for the latest results (before de-duplication)."""
     evaluation_id = latest_evaluation(conn, run_id)
     results = evaluation(conn, evaluation_id) if evaluation_id else []
-    alerts = _check_alerts(results)
+    alerts = _check_alerts(results, settings)
     target = _target_run(conn, run_id, results)
     if target is None:
         return alerts
     for status in detect(conn, settings, target):
         if status.status == "anomaly":
-            alerts.append(
-                Alert(
-                    "anomaly",
-                    "warning",
-                    "anomaly: " + status.message,
-                    status.metric,
-                    status.value,
-                    target,
-                    fingerprint("anomaly", status.metric),
-                )
+            alerts.append(_anomaly_alert(status, target))
+    changes = run_profile_changes(conn, target) if settings.quality_rules.schema_drift else None
+    if changes is not None and changes.drifted:
+        subject = f"{changes.feed}|+{','.join(changes.added)}|-{','.join(changes.removed)}"
+        alerts.append(
+            Alert(
+                "schema_drift",
+                "warning",
+                "schema drift: " + changes.header_message(target),
+                "header",
+                None,
+                target,
+                fingerprint("schema_drift", subject),
             )
+        )
     run = conn.execute(select(EtlRun).where(EtlRun.run_id == target)).first()
     if run is not None and run.status == "failed":
         message = f"run {target} ({run.job_name}) failed: {run.message or 'no message'}"

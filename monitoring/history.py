@@ -4,6 +4,7 @@ anomaly detection and alerts. All set-based reads; nothing here writes."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,6 +36,41 @@ class RunPoint:
     scores: dict[str, float] = field(default_factory=dict)
     checks: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    job_name: str | None = None
+    source: str | None = None
+
+
+# The job name of a run started by hand (the default of `etl --job-name`, etl/commands.py).
+MANUAL_JOB = "etl"
+
+
+def source_pattern(source: str) -> str:
+    """A source's file name with every run of digits as '#': sales-2011-06.csv -> sales-#-#.csv."""
+    name = re.split(r"[\\/]", source.rstrip("/\\"))[-1] or source
+    return re.sub(r"\d+", "#", name)
+
+
+def feed_of(job_name: str, source: str) -> str:
+    """The feed a run belongs to: its job, or for manual runs the pattern of its source's name."""
+    return f"job '{job_name}'" if job_name != MANUAL_JOB else f"source pattern '{source_pattern(source)}'"
+
+
+def feed_runs(conn: Connection, run_id: int, limit: int) -> tuple[str | None, list[RunPoint]]:
+    """The feed of run `run_id` and its last `limit` earlier successful load runs, oldest first."""
+    run = conn.execute(select(EtlRun.job_name, EtlRun.source).where(EtlRun.run_id == run_id)).first()
+    if run is None:
+        return None, []
+    feed = feed_of(run.job_name, run.source)
+    # Manual runs share one job name: read further back and keep those of the same pattern.
+    scan = limit if run.job_name != MANUAL_JOB else limit * 20
+    query = (
+        select(EtlRun)
+        .where(EtlRun.job_name == run.job_name, EtlRun.kind == "load", EtlRun.status == "success", EtlRun.run_id < run_id)
+        .order_by(EtlRun.run_id.desc())
+        .limit(scan)
+    )
+    same = [r for r in conn.execute(query) if feed_of(r.job_name, r.source) == feed][:limit]
+    return feed, [_point(r.run_id, r) for r in reversed(same)]
 
 
 def result_dict(row) -> dict:
@@ -117,6 +153,7 @@ def _point(run_id: int, run) -> RunPoint:
     return RunPoint(
         run_id, run.status, run.started_at, run.rows_read or 0, run.rows_loaded or 0, run.rows_quarantined or 0,
         run.rows_already_loaded or 0, json.loads(run.quarantine_by_reason) if run.quarantine_by_reason else {},
+        job_name=run.job_name, source=run.source,
     )  # fmt: skip
 
 
@@ -158,3 +195,87 @@ def quarantine_by_reason(conn: Connection, run_id: int | None) -> dict[str, int]
             if code:
                 counts[code] = counts.get(code, 0) + int(n)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def quarantine_by_reasons(conn: Connection, run_id: int) -> dict[str, int]:
+    """A run's quarantined rows by their reason codes as stored ('non_positive_price;duplicate'
+    for a row with two): each row counted once, so the counts add up to the run's quarantined rows."""
+    rows = conn.execute(text("SELECT reasons, COUNT(*) FROM etl_quarantine WHERE run_id = :run GROUP BY reasons"), {"run": run_id})
+    counts = {reasons or "": int(n) for reasons, n in rows}
+    return dict(sorted(counts.items(), key=lambda kv: (";" in kv[0], -kv[1], kv[0])))
+
+
+# -- source profiles: schema drift and new values ---------------------------------------------------
+
+MAX_PROFILE_VALUES = 500  # a column with more distinct values in one run is not low-cardinality: not tracked
+
+
+@dataclass
+class ProfileChanges:
+    """How a run's source profile differs from what came before: its header against the previous
+    successful run of the same feed, its values against every earlier successful load."""
+
+    feed: str | None = None
+    previous_run: int | None = None
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    new_values: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.added or self.removed)
+
+    def header_message(self, run_id: int) -> str:
+        parts = [
+            f"added {', '.join(map(repr, self.added))}" if self.added else "",
+            f"gone {', '.join(map(repr, self.removed))}" if self.removed else "",
+        ]
+        return (
+            f"the header of run {run_id} differs from run {self.previous_run} of the same feed ({self.feed}): "
+            f"{'; '.join(p for p in parts if p)} (rule schema_drift, setting quality_rules.schema_drift)"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "feed": self.feed,
+            "previous_run": self.previous_run,
+            "added": self.added,
+            "removed": self.removed,
+            "new_values": self.new_values,
+        }
+
+
+def profile_changes(conn: Connection, run_id: int, job_name: str, source: str, profile: dict) -> ProfileChanges:
+    """Compare `profile` ({"columns": header, "values": {column: values}}) of run `run_id` with the
+    earlier successful load runs that recorded one. Nothing is new on the first profiled run."""
+    feed = feed_of(job_name, source)
+    changes = ProfileChanges(feed)
+    earlier = conn.execute(
+        select(EtlRun.run_id, EtlRun.job_name, EtlRun.source, EtlRun.source_profile)
+        .where(EtlRun.run_id < run_id, EtlRun.status == "success", EtlRun.kind == "load", EtlRun.source_profile.is_not(None))
+        .order_by(EtlRun.run_id.desc())
+    )
+    seen: dict[str, set[str]] = {}
+    for row in earlier:
+        old = json.loads(row.source_profile)
+        if changes.previous_run is None and feed_of(row.job_name, row.source) == feed and old.get("columns") and profile.get("columns"):
+            changes.previous_run = row.run_id
+            changes.added = [c for c in profile["columns"] if c not in old["columns"]]
+            changes.removed = [c for c in old["columns"] if c not in profile["columns"]]
+        for column, values in (old.get("values") or {}).items():
+            if values is not None:
+                seen.setdefault(column, set()).update(values)
+    for column, values in (profile.get("values") or {}).items():
+        if values is not None and column in seen:
+            fresh = sorted(set(values) - seen[column])
+            if fresh:
+                changes.new_values[column] = fresh
+    return changes
+
+
+def run_profile_changes(conn: Connection, run_id: int) -> ProfileChanges | None:
+    """ProfileChanges of a recorded run (None when it recorded no profile)."""
+    run = conn.execute(select(EtlRun.job_name, EtlRun.source, EtlRun.source_profile).where(EtlRun.run_id == run_id)).first()
+    if run is None or not run.source_profile:
+        return None
+    return profile_changes(conn, run_id, run.job_name, run.source, json.loads(run.source_profile))

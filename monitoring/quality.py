@@ -19,6 +19,7 @@ from config.settings import Settings
 from database.models import TIMESTAMP
 from monitoring.checks import INVOICE_PATTERN, RELATIONS, STOCK_CODE_PATTERN, CheckSpec, Relation
 from monitoring.countries import KNOWN_COUNTRIES
+from monitoring.history import MANUAL_JOB
 
 _EXPANDING = ("countries", "codes")
 _TIMESTAMPS = ("data_start", "latest_ok")
@@ -153,29 +154,58 @@ def _line_identity(conn: Connection, settings: Settings, run_id: int | None, now
     return count
 
 
-def _age_score(newest: datetime | None, now: datetime, settings: Settings, what: str) -> Count:
-    limit = settings.quality_rules.freshness_max_age_days
-    if newest is None:
-        return Count(1, 1, 0.0, [f"no {what} yet"])
-    age = max((now - newest).total_seconds() / 86400, 0.0)
-    if age <= limit:
-        return Count(0, 1, 1.0)
-    return Count(1, 1, limit / age, [f"{what} {newest:%Y-%m-%d %H:%M:%S} is {age:,.1f} days old (limit {limit:g})"])
+def _age(newest: datetime, now: datetime) -> float:
+    return max((now - newest).total_seconds() / 86400, 0.0)
 
 
 def _newest_transaction(conn: Connection, settings: Settings, run_id: int | None, now: datetime) -> Count:
+    """Data recency (switched on by quality_rules.data_recency_max_age_days): the newest transaction
+    against the time of the check, which in the ETL gate is the load time."""
+    limit = settings.quality_rules.data_recency_max_age_days or 0.0
     # MAX(date_key) comes from the (date_key, line_id) index; only the newest day is then read.
-    newest = conn.execute(
-        text("SELECT MAX(transaction_datetime) FROM fact_sales WHERE date_key = (SELECT MAX(date_key) FROM fact_sales)")
-    ).scalar()
-    return _age_score(_as_datetime(newest), now, settings, "newest transaction")
+    newest = _as_datetime(
+        conn.execute(
+            text("SELECT MAX(transaction_datetime) FROM fact_sales WHERE date_key = (SELECT MAX(date_key) FROM fact_sales)")
+        ).scalar()
+    )
+    if newest is None:
+        return Count(0, 0, 1.0)  # nothing loaded: nothing to be stale
+    age = _age(newest, now)
+    if age <= limit:
+        return Count(0, 1, 1.0)
+    return Count(
+        1, 1, limit / age,
+        [f"newest transaction {newest:%Y-%m-%d %H:%M:%S} is {age:,.1f} days old (limit {limit:g}, quality_rules.data_recency_max_age_days)"],
+    )  # fmt: skip
+
+
+_LAST_LOADS = (
+    "SELECT job_name, MAX(finished_at) FROM etl_runs WHERE status = 'success' AND kind = 'load' AND finished_at IS NOT NULL "
+    "GROUP BY job_name ORDER BY job_name"
+)
 
 
 def _last_success(conn: Connection, settings: Settings, run_id: int | None, now: datetime) -> Count:
+    """Each job's last successful load against quality_rules.freshness_max_age_days; manual runs
+    (job 'etl') have no schedule, so for them any successful load counts."""
     if run_id is not None:
         return Count(0, 1, 1.0)  # the run being checked is the newest load
-    last = conn.execute(text("SELECT MAX(finished_at) FROM etl_runs WHERE status = 'success'")).scalar()
-    return _age_score(_as_datetime(last), now, settings, "last successful load")
+    limit = settings.quality_rules.freshness_max_age_days
+    last = {job: _as_datetime(t) for job, t in conn.execute(text(_LAST_LOADS))}
+    if not last:
+        return Count(1, 1, 0.0, [f"no successful load yet (limit {limit:g} days, quality_rules.freshness_max_age_days)"])
+    feeds = {f"job '{job}'": t for job, t in last.items() if job != MANUAL_JOB}
+    if MANUAL_JOB in last:
+        feeds["manual runs (any load)"] = max(last.values())
+    stale = {feed: _age(t, now) for feed, t in feeds.items() if _age(t, now) > limit}
+    if not stale:
+        return Count(0, len(feeds), 1.0)
+    samples = [
+        f"{feed}: last successful load {feeds[feed]:%Y-%m-%d %H:%M:%S} is {age:,.1f} days old "
+        f"(limit {limit:g}, quality_rules.freshness_max_age_days)"
+        for feed, age in sorted(stale.items(), key=lambda kv: -kv[1])
+    ]
+    return Count(len(stale), len(feeds), limit / max(stale.values()), samples)
 
 
 SPECIALS = {"line_identity": _line_identity, "newest_transaction": _newest_transaction, "last_success": _last_success}

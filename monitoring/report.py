@@ -13,7 +13,17 @@ from config.settings import Settings
 from monitoring import charts
 from monitoring.anomaly import MetricStatus, detect
 from monitoring.checks import DIMENSIONS
-from monitoring.history import RunPoint, evaluation, latest_evaluation, quarantine_by_reason, recent_runs, require_run, scores_of
+from monitoring.history import (
+    ProfileChanges,
+    RunPoint,
+    evaluation,
+    latest_evaluation,
+    quarantine_by_reason,
+    recent_runs,
+    require_run,
+    run_profile_changes,
+    scores_of,
+)  # fmt: skip
 from utils.errors import PlatformError
 
 FORMATS = ("text", "markdown", "html")
@@ -34,6 +44,22 @@ class Report:
     trend: list[RunPoint]
     anomalies: list[MetricStatus]
     min_history: int = 5
+    drift: ProfileChanges | None = None
+
+    def drift_lines(self) -> list[str]:
+        """Header changes and values never seen before, of the run reported on."""
+        if self.run_id is None:
+            return ["(judged per ETL run; this evaluation covers the whole warehouse)"]
+        if self.drift is None:
+            return ["(the run recorded no source profile)"]
+        lines = (
+            [f"HEADER CHANGED {self.drift.header_message(self.run_id)}"] if self.drift.drifted else ["header as in the feed's previous run"]
+        )
+        lines += [
+            f"NEW {column}: {', '.join(values)} (never seen before; quality_rules.new_value_columns)"
+            for column, values in self.drift.new_values.items()
+        ]
+        return lines if self.drift.drifted or self.drift.new_values else [*lines, "no value never seen before"]
 
     @property
     def failing(self) -> list[dict]:
@@ -83,6 +109,7 @@ def build_report(conn: Connection, settings: Settings, run_id: int | None = None
     return Report(
         now or datetime.now(UTC).replace(tzinfo=None, microsecond=0), conn.dialect.name, subject, results[0]["checked_at"], results,
         scores_of(results), quarantine_by_reason(conn, subject), trend, anomalies, settings.quality_rules.anomaly_min_history,
+        run_profile_changes(conn, subject) if subject is not None else None,
     )  # fmt: skip
 
 
@@ -131,6 +158,7 @@ def render_text(report: Report) -> str:
         cells = " ".join(f"{p.scores[d]:>12.4f}" if d in p.scores else f"{'-':>12}" for d in DIMENSIONS)
         lines.append(f"  {p.run_id:>5} {cells} {p.rows_read:>10,} {p.rows_loaded:>10,} {p.rows_quarantined:>11,}")
     lines += ["", "Anomalies", *_anomaly_lines(report, "  ")]
+    lines += ["", "Source drift", *(f"  {line}" for line in report.drift_lines())]
     return "\n".join(lines) + "\n"
 
 
@@ -142,7 +170,8 @@ def _anomaly_lines(report: Report, indent: str) -> list[str]:
     lines = [f"{indent}ANOMALY {s.message}" for s in found]
     if short:
         lines.append(
-            f"{indent}insufficient history: {len(short)} metric(s) have fewer than {report.min_history} earlier runs, not judged yet"
+            f"{indent}insufficient history: {len(short)} metric(s) not judged yet (quality scores from one earlier run; reject rates "
+            f"and revenue from {report.min_history}, quality_rules.anomaly_min_history)"
         )
     normal = len(report.anomalies) - len(found) - len(short)
     lines.append(f"{indent}{normal} metric(s) within their normal range")
@@ -201,6 +230,7 @@ def render_markdown(report: Report) -> str:
           f"{p.rows_quarantined:,}"] for p in report.trend],
     )  # fmt: skip
     out += ["", "## Anomalies", ""] + [f"- {line.strip()}" for line in _anomaly_lines(report, "")]
+    out += ["", "## Source drift", ""] + [f"- {line}" for line in report.drift_lines()]
     out += ["", f"## All checks ({len(report.results)})", ""]
     out += _md_table(
         ["check", "dimension", "severity", "score", "threshold", "passed", "offending", "total"],
@@ -300,6 +330,8 @@ def render_html(report: Report) -> str:
 {quarantine if report.quarantine else '<p class="note">The quarantine is empty.</p>'}
 <h2>Anomalies</h2>
 <ul>{anomalies}</ul>
+<h2>Source drift</h2>
+<ul>{"".join(f"<li>{escape(line)}</li>" for line in report.drift_lines())}</ul>
 <h2>All checks ({len(report.results)})</h2>
 <details><summary>show all {len(report.results)} checks</summary>{every}</details>
 </body></html>

@@ -229,7 +229,8 @@ def test_failing_channel_is_retried_and_never_raises(hook: HookServer, tmp_path:
 
 @pytest.fixture
 def loaded(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> str:
-    """ROWS loaded and checked once: the 2010 dates are stale, a duplicate and bad rows fail checks."""
+    """ROWS loaded and checked once: a duplicate and bad rows fail checks (the 2010 dates are old, but data
+    recency is off by default)."""
     etl_json(run_cli, write_csv(tmp_path / "sales.csv", ROWS))
     result = run_cli("quality", "check", "--format", "json")
     assert result.exit_code == 1  # accuracy.source.business_rules blocks: 2 of 12 rows break the rules
@@ -248,18 +249,20 @@ def test_run_alerts_raises_stores_and_dedupes(loaded: str, hook: HookServer, tmp
     rules = sorted((a.rule, a.metric, a.severity) for a in raised)
     assert rules == [
         ("check_failed", "accuracy.source.business_rules", "critical"),
-        ("check_failed", "freshness.fact_sales.newest_transaction", "warning"),
         ("check_failed", "uniqueness.source.exact_duplicates", "warning"),
     ]
+    assert all(a.message.endswith("threshold set by quality_rules.accuracy") for a in raised if a.metric.startswith("accuracy."))
+    duplicates = next(a for a in raised if a.metric.startswith("uniqueness."))
+    assert "threshold set by quality_rules.checks.uniqueness.source.exact_duplicates.threshold (default 0.98)" in duplicates.message
     assert all(a.id and a.delivered == ["hook"] for a in raised)
     assert sorted(m["body"]["id"] for m in hook.received) == sorted(a.id for a in raised)
     assert run_alerts(engine, settings) == []  # within the cool-down
-    assert len(hook.received) == 3
+    assert len(hook.received) == 2
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT rule, delivered, delivery_errors, acked_at FROM alerts ORDER BY id")).all()
-    assert [(r[0], json.loads(r[1]), r[2], r[3]) for r in stored] == [("check_failed", ["hook"], None, None)] * 3
+    assert [(r[0], json.loads(r[1]), r[2], r[3]) for r in stored] == [("check_failed", ["hook"], None, None)] * 2
     again = run_alerts(engine, alert_settings(loaded, chans, cooldown_minutes=0))
-    assert len(again) == 3 and len(hook.received) == 6
+    assert len(again) == 2 and len(hook.received) == 4
     engine.dispose()
 
 
@@ -275,9 +278,9 @@ def test_alert_commands(loaded: str, run_cli: Cli, hook: HookServer, tmp_path: P
     result = run_cli(*cli, "alerts", "run", "--format", "json")
     assert result.exit_code == 0, result.output
     raised = json.loads(result.stdout)
-    assert len(raised) == 3 and all(a["delivered"] == ["hook"] and "down" in a["errors"] for a in raised)
+    assert len(raised) == 2 and all(a["delivered"] == ["hook"] and "down" in a["errors"] for a in raised)
     skipped = [a for a in raised if a["errors"]["down"].startswith("not tried: the channel failed for an earlier alert")]
-    assert len(skipped) == 2  # a dead channel costs its retries once per batch, not once per alert
+    assert len(skipped) == 1  # a dead channel costs its retries once per batch, not once per alert
     assert "0 new alert(s)" in run_cli(*cli, "alerts", "run").stdout
 
     listed = json.loads(run_cli("alerts", "list", "--format", "json").stdout)

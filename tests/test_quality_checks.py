@@ -40,7 +40,7 @@ CLEAN_ROWS = [
 STRICT = {
     "quality_rules": {
         "completeness": 1.0, "validity": 1.0, "uniqueness": 1.0, "accuracy": 1.0, "consistency": 1.0,
-        "checks": {"completeness.source.customer_id": {"threshold": 1.0}},
+        "checks": {"completeness.source.customer_id": {"threshold": 1.0}}, "data_recency_max_age_days": 30,
     }
 }  # fmt: skip
 
@@ -249,15 +249,17 @@ CASES = [
     Case(
         "consistency.dim_date.date_key", _sql("UPDATE dim_date SET day = day + 1 WHERE date_key = (SELECT MIN(date_key) FROM dim_date)"), 1
     ),
-    Case("freshness.fact_sales.newest_transaction", None, 1, {"quality_rules": {"freshness_max_age_days": 0.5}}),
+    Case("freshness.fact_sales.newest_transaction", None, 1, {"quality_rules": {"data_recency_max_age_days": 0.5}}),
     Case("freshness.etl_runs.last_success", _ancient_load, 1),
 ]
 
 
 def test_every_check_has_a_failing_case() -> None:
-    names = {s.name for s in catalogue(Settings())}
+    every = Settings.model_validate(STRICT)  # data recency switched on
+    names = {s.name for s in catalogue(every)}
     assert {c.check for c in CASES} == names
-    assert len(names) == len(catalogue(Settings()))  # stable, unique names
+    assert len(names) == len(catalogue(every))  # stable, unique names
+    assert names - {s.name for s in catalogue(Settings())} == {"freshness.fact_sales.newest_transaction"}  # off by default
 
 
 def test_clean_data_passes_every_check(clean: Warehouse) -> None:
@@ -320,8 +322,11 @@ def test_default_thresholds_and_severities(clean: Warehouse) -> None:
     assert result.blocking_failures == [completeness]
     assert by_name["completeness.source.customer_id"].threshold == 0.0
     assert by_name["uniqueness.fact_sales.line_id"].threshold == 1.0
-    assert by_name["freshness.fact_sales.newest_transaction"].severity == "warning"
-    assert by_name["uniqueness.source.exact_duplicates"].severity == "warning"
+    assert by_name["freshness.etl_runs.last_success"].severity == "warning"
+    assert "freshness.fact_sales.newest_transaction" not in by_name  # data recency is switched on by a setting
+    assert (by_name["uniqueness.source.exact_duplicates"].severity, by_name["uniqueness.source.exact_duplicates"].threshold) == (
+        "warning", 0.98,
+    )  # fmt: skip
 
 
 def test_per_check_overrides(clean: Warehouse) -> None:

@@ -27,12 +27,12 @@ def test_check_passes_and_records(clean_cli: Cli, warehouse_url: str) -> None:
     data = json.loads(result.stdout)
     assert data["passed"] is True and data["run_id"] is None
     names = [c["check"] for c in data["checks"]]
-    assert len(names) == len(set(names)) == 35
+    assert len(names) == len(set(names)) == 34  # 35 with data recency switched on
     assert all(re.fullmatch(r"[a-z]+\.[a-z_]+\.[a-z0-9_]+", n) for n in names)
     assert {"validity.fact_sales.invoice_no", "consistency.dim_customers.scd2_overlap", "freshness.etl_runs.last_success"} <= set(names)
     assert data["scores"]["consistency"] == 1.0
     recorded = one(warehouse_url, "SELECT COUNT(*) FROM quality_results WHERE evaluation_id = :e", e=data["evaluation_id"])
-    assert recorded == 35
+    assert recorded == 34
     human = clean_cli("quality", "check")
     assert human.exit_code == 0 and "Quality checks" in human.stdout and "pass" in human.stdout
 
@@ -61,7 +61,7 @@ def test_check_table_filter_and_unknown_table(clean_cli: Cli) -> None:
 
 def test_checks_listing(sqlite_cli: Cli) -> None:
     data = json.loads(sqlite_cli("quality", "checks", "--format", "json").stdout)
-    assert len(data) == 35
+    assert len(data) == 34
     invoice = next(c for c in data if c["check"] == "validity.fact_sales.invoice_no")
     assert invoice["threshold"] == 0.9 and invoice["severity"] == "blocking" and "[CA]" in invoice["rule"]
 
@@ -104,7 +104,7 @@ def test_report_formats(run_cli: Cli, tmp_path: Path) -> None:
     headings = re.findall(r"^## (.+)$", markdown, flags=re.M)
     assert headings[:4] == [
         "Scores by dimension",
-        "Failing checks (3)",
+        "Failing checks (2)",  # business rules and duplicates; 2010 data is not stale (data recency is off)
         "Quarantine by reason (the whole warehouse)",
         "Trend over the last 1 runs",
     ]
@@ -148,7 +148,7 @@ def test_history(clean_cli: Cli, warehouse_url: str) -> None:
         clean_cli("quality", "check")
     clean_cli("quality", "check", "--table", "dim_date")
     rows = json.loads(clean_cli("quality", "history", "--format", "json").stdout)
-    assert len(rows) == 4 * 35 + 1  # the last 10 evaluations: the ETL's gate and the four checks
+    assert len(rows) == 4 * 34 + 1  # the last 10 evaluations: the ETL's gate and the four checks
     one_check = json.loads(
         clean_cli("quality", "history", "--check", "consistency.dim_date.date_key", "--last", "2", "--format", "json").stdout
     )

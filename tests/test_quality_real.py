@@ -65,7 +65,7 @@ def test_real_file_scores_match_the_source(pg_url: str, real_file: Path, source:
     )
     assert found["completeness.source.customer_id"].measured == pytest.approx(1 - 135_080 / 541_909)
     assert found["uniqueness.source.exact_duplicates"].offending == source["duplicates"] == 5_268
-    assert found["uniqueness.source.exact_duplicates"].passed  # 0.9903 >= 0.99
+    assert found["uniqueness.source.exact_duplicates"].passed  # 0.9903 >= 0.98
     assert found["accuracy.source.business_rules"].offending == source["rule_breaks"]
     assert found["validity.fact_sales.invoice_no"].total == source["facts"]
     assert found["validity.fact_sales.invoice_no"].offending == source["bad_invoices"] == 0
@@ -73,7 +73,7 @@ def test_real_file_scores_match_the_source(pg_url: str, real_file: Path, source:
     assert found["validity.dim_customers.country"].offending == source["unknown_country_customers"] == 4
     assert all(found[f"consistency.fact_sales.{c}"].offending == 0 for c in ("customer_key", "product_key", "date_key", "customer_version"))
     assert found["uniqueness.fact_sales.line_id"].offending == 0
-    assert gate.passed and [r.check for r in gate.warnings] == ["freshness.fact_sales.newest_transaction"]  # 2011 data is stale
+    assert gate.passed and gate.warnings == []  # 2011 data is old, but data recency is a check a user switches on
 
     check = Cli(pg_url)("quality", "check", "--format", "json")
     assert check.exit_code == 0 and json.loads(check.stdout)["passed"] is True
