@@ -1,0 +1,103 @@
+"""A newcomer's first hour (issue #22): mistakes a new user makes get one `Error:` line and exit 1,
+a command that only reads creates nothing on disk, and a run leaves no lock file behind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from config.settings import DatabaseSettings
+from database.engine import make_engine
+from database.locks import warehouse_lock
+from tests.conftest import ROOT, Cli
+
+SAMPLE = str(ROOT / "data" / "sample_sales.csv")
+
+
+def _only_error_line(output: str) -> str:
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("command", [("etl", "--source", SAMPLE), ("report", "sales"), ("setup",), ("query", "SELECT 1")])
+def test_warehouse_under_a_file_is_one_error_line(tmp_path: Path, command: tuple[str, ...]) -> None:
+    (tmp_path / "afile").write_text("not a folder\n")
+    db = tmp_path / "afile" / "x.db"
+    result = Cli(f"sqlite:///{db}")(*command)
+    assert result.exit_code == 1, result.output
+    line = _only_error_line(result.output)
+    assert str(db) in line and f"{tmp_path / 'afile'} is a file, not a folder" in line
+
+
+def test_etl_into_a_missing_folder_says_how_to_create_it_and_creates_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "typo" / "dir"
+    result = Cli(f"sqlite:///{folder / 'x.db'}")("etl", "--source", SAMPLE)
+    assert result.exit_code == 1, result.output
+    line = _only_error_line(result.output)
+    assert f"the folder {folder} does not exist; create it first (mkdir -p {folder})" in line
+    assert _tree(tmp_path) == ["logs", "logs/rdp.log"]  # the test's own log file only
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("report", "sales"), ("query", "SELECT 1"), ("quality", "report"), ("quality", "history"), ("quarantine", "list"),
+     ("alerts", "list"), ("runs", "list"), ("versions", "list"), ("test",)],
+)  # fmt: skip
+@pytest.mark.parametrize("where", ["zz/y.db", "y.db"])
+def test_read_only_commands_create_nothing(tmp_path: Path, command: tuple[str, ...], where: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    result = Cli(f"sqlite:///{work / where}")(*command)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert _tree(work) == [], f"{command} created {_tree(work)}"
+
+
+def test_missing_warehouse_file_is_said_so(tmp_path: Path) -> None:
+    result = Cli(f"sqlite:///{tmp_path / 'zz' / 'y.db'}")("report", "sales")
+    assert "does not exist" in _only_error_line(result.output)
+
+
+def test_etl_leaves_no_lock_file(tmp_path: Path) -> None:
+    folder = tmp_path / "wh"
+    folder.mkdir()
+    cli = Cli(f"sqlite:///{folder / 'warehouse.db'}")
+    assert cli("etl", "--source", SAMPLE).exit_code == 0
+    assert cli("versions", "list").exit_code == 0
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".lock")] == []
+
+
+def test_lock_stays_exclusive_although_its_file_is_deleted(tmp_path: Path) -> None:
+    """A waiter that wins the lock of a file the holder deleted must lock the new file instead:
+    it may not run while a third process holds the new one."""
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'w.db'}"))
+    events: list[tuple[str, float]] = []
+    first = warehouse_lock(engine, 5)
+    first.__enter__()
+
+    def waiter() -> None:
+        with warehouse_lock(engine, 10):
+            events.append(("waiter in", time.monotonic()))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.6)  # the waiter has opened the lock file and polls it
+    first.__exit__(None, None, None)
+    with warehouse_lock(engine, 5):  # the lock file is new: this one gets it at once
+        events.append(("third in", time.monotonic()))
+        time.sleep(1.0)
+        events.append(("third out", time.monotonic()))
+    thread.join(15)
+    engine.dispose()
+    order = [name for name, _ in sorted(events, key=lambda e: e[1])]
+    assert order in (["third in", "third out", "waiter in"], ["waiter in", "third in", "third out"]), events
+    assert list(tmp_path.glob("*.lock")) == []
