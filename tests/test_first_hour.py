@@ -12,7 +12,9 @@ import pytest
 from config.settings import DatabaseSettings
 from database.engine import make_engine
 from database.locks import warehouse_lock
-from tests.conftest import ROOT, Cli
+from etl.columns import SOURCE_COLUMNS
+from tests.conftest import ROOT, Cli, write_csv
+from tests.test_cli_etl import ROWS
 
 SAMPLE = str(ROOT / "data" / "sample_sales.csv")
 
@@ -101,3 +103,44 @@ def test_lock_stays_exclusive_although_its_file_is_deleted(tmp_path: Path) -> No
     order = [name for name, _ in sorted(events, key=lambda e: e[1])]
     assert order in (["third in", "third out", "waiter in"], ["waiter in", "third in", "third out"]), events
     assert list(tmp_path.glob("*.lock")) == []
+
+
+@pytest.fixture
+def loaded(tmp_path: Path) -> Cli:
+    cli = Cli(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    result = cli("etl", "--source", str(write_csv(tmp_path / "sales.csv", ROWS)))
+    assert result.exit_code == 0, result.output
+    return cli
+
+
+def test_a_misspelt_statement_is_a_syntax_error_not_a_write(loaded: Cli) -> None:
+    result = loaded("query", "SELEC 1")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "Error: query failed: syntax error: SELEC does not begin an SQL statement (did you mean SELECT?); "
+        "`query` runs one read-only statement (SELECT, WITH, VALUES, TABLE or EXPLAIN)"
+    )
+    assert "change the warehouse" in loaded("query", "DELETE FROM fact_sales").stderr  # a real write is still refused as one
+
+
+@pytest.mark.parametrize(("delimiter", "said"), [(";", "';', not by ','; pass --delimiter ';'"),
+    ("\t", "tabs, not by ','; pass --delimiter $'\\t'"), ("|", "'|', not by ','; pass --delimiter '|'")])  # fmt: skip
+def test_another_delimiter_in_the_header_is_named_with_the_option(tmp_path: Path, delimiter: str, said: str) -> None:
+    source = tmp_path / "extract.csv"
+    lines = [
+        delimiter.join(SOURCE_COLUMNS),
+        delimiter.join(["536365", "85123A", "MUG", "6", "2010-12-01 08:26:00", "2.55", "17850", "France"]),
+    ]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = Cli(f"sqlite:///{tmp_path / 'w.db'}")("etl", "--source", str(source))
+    assert result.exit_code == 1
+    line = _only_error_line(result.output)
+    assert line.startswith(f"Error: {source}: the header line is separated by ") and said in line, line
+    assert line.endswith("(or set etl.delimiter in the config)")
+
+
+def test_a_header_that_is_wrong_anyway_keeps_its_message(tmp_path: Path) -> None:
+    source = tmp_path / "extract.csv"
+    source.write_text("a;b;c\n1;2;3\n", encoding="utf-8")
+    line = _only_error_line(Cli(f"sqlite:///{tmp_path / 'w.db'}")("etl", "--source", str(source)).output)
+    assert "not found in the header line; found: a;b;c." in line

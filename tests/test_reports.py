@@ -337,11 +337,11 @@ def test_bad_usage_exits_2(sqlite_cli: Cli, args: list[str], message: str) -> No
 
 def test_unknown_country_and_empty_range_say_so(sqlite_cli: Cli, tmp_path: Path) -> None:
     etl_json(sqlite_cli, write_csv(tmp_path / "a.csv", ROWS))
-    data = report(sqlite_cli, "sales", "--country", "Atlantis")
-    assert data["rows"] == []
-    assert data["notes"] == ["no sales: the warehouse has no country 'Atlantis'; `report countries` lists the 3 countries"]
-    table = sqlite_cli("report", "sales", "--country", "Atlantis")
-    assert table.exit_code == 0 and "note: no sales: the warehouse has no country 'Atlantis'" in table.stdout
+    for fmt in ("json", "table"):  # a country the warehouse does not know is an error naming the closest known ones
+        unknown = sqlite_cli("report", "sales", "--country", "Frence", "--format", fmt)
+        assert unknown.exit_code == 1 and "Traceback" not in unknown.output
+        assert unknown.stderr.strip() == "Error: the warehouse has no country 'Frence'; the closest: France; `report countries` lists all 3"
+        assert unknown.stdout == ""
     data = report(sqlite_cli, "sales", "--country", "france", "--from", "2011-02-01")
     assert data["notes"] == ["no sales for france from 2011-02-01 on"]
     data = report(sqlite_cli, "sales", "--from", "2012-01-01")
