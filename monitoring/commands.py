@@ -106,7 +106,7 @@ def quality_checks(app, fmt: str) -> None:
 
 @quality_group.command("report")
 @_RUN
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="write the report to this file instead of the terminal")
 @click.pass_obj
 def quality_report(app, run_id: int | None, fmt: str, output: Path | None) -> None:

@@ -3,6 +3,7 @@ a command that only reads creates nothing on disk, and a run leaves no lock file
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -144,3 +145,18 @@ def test_a_header_that_is_wrong_anyway_keeps_its_message(tmp_path: Path) -> None
     source.write_text("a;b;c\n1;2;3\n", encoding="utf-8")
     line = _only_error_line(Cli(f"sqlite:///{tmp_path / 'w.db'}")("etl", "--source", str(source)).output)
     assert "not found in the header line; found: a;b;c." in line
+
+
+def test_quality_report_json_and_its_default_follows_the_latest_evaluation(loaded: Cli) -> None:
+    after_run = json.loads(loaded("quality", "report", "--format", "json").stdout)
+    assert (after_run["basis"], after_run["run_id"], after_run["subject"]) == ("latest run", 1, "run 1, the latest ETL run")
+    assert after_run["checks"] and set(after_run["scores"]) <= set(after_run["dimensions"])
+    assert loaded("quality", "check").exit_code in (0, 1)  # 1: a blocking check failed on these rows
+    after_check = loaded("quality", "report", "--format", "json")
+    assert after_check.exit_code == 0, after_check.output
+    data = json.loads(after_check.stdout)
+    assert (data["basis"], data["run_id"], data["scope"]) == ("latest check", None, "the whole warehouse")
+    text = loaded("quality", "report").stdout
+    assert text.startswith("Data quality report: the latest quality check, of the whole warehouse (sqlite)")
+    assert "the latest quality check or the latest ETL run" in text
+    assert json.loads(loaded("quality", "report", "--run", "1", "--format", "json").stdout)["subject"] == "run 1"
