@@ -15,7 +15,7 @@ from database.engine import path_problem, sqlite_file
 from database.errors import describe
 from database.schema import missing_tables, setup_schema
 from utils.errors import DatabaseError, PlatformError
-from utils.files import write_private
+from utils.files import write_shared
 from utils.render import emit, table
 
 _FORMAT = click.option(
@@ -119,7 +119,7 @@ def quality_report(app, run_id: int | None, fmt: str, output: Path | None) -> No
         click.echo(text, nl=False)
         return
     try:
-        write_private(output, text)
+        write_shared(output, text)  # a report to share: the user's umask decides who may read it
     except OSError as exc:
         raise PlatformError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"{fmt} report written to {output} ({len(text.encode()):,} bytes)")

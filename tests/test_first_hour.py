@@ -4,6 +4,8 @@ a command that only reads creates nothing on disk, and a run leaves no lock file
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -160,3 +162,16 @@ def test_quality_report_json_and_its_default_follows_the_latest_evaluation(loade
     assert text.startswith("Data quality report: the latest quality check, of the whole warehouse (sqlite)")
     assert "the latest quality check or the latest ETL run" in text
     assert json.loads(loaded("quality", "report", "--run", "1", "--format", "json").stdout)["subject"] == "run 1"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_reports_to_share_follow_the_umask(loaded: Cli, tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        for args, path in [(("report", "dashboard", "--output"), tmp_path / "d.html"),
+                           (("quality", "report", "--format", "html", "--output"), tmp_path / "q.html")]:  # fmt: skip
+            result = loaded(*args, str(path))
+            assert result.exit_code == 0, result.output
+            assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    finally:
+        os.umask(old)
