@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -175,3 +177,34 @@ def test_reports_to_share_follow_the_umask(loaded: Cli, tmp_path: Path, umask: i
             assert stat.S_IMODE(path.stat().st_mode) == mode, path
     finally:
         os.umask(old)
+
+
+COMMITTED_DOCS = ("lineage.md", "quality.md", "schema.md", "data_dictionary.md")
+
+
+def test_docs_generate_writes_to_its_own_ignored_folder_by_default() -> None:
+    from main import cli
+    from metadata.docs import DEFAULT_DIR
+
+    option = next(p for p in cli.commands["docs"].commands["generate"].params if p.name == "output_dir")
+    assert not isinstance(option.default, (str, Path)) and DEFAULT_DIR == ROOT / "docs" / "generated"  # none given: docs/generated
+    ignored = subprocess.run(["git", "check-ignore", "-q", "docs/generated/lineage.md"], cwd=ROOT)
+    assert ignored.returncode == 0, "docs/generated/ must be ignored by git"
+    tracked = subprocess.run(["git", "ls-files", "docs/generated"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert tracked == ""
+
+
+def test_committed_docs_hold_no_machine_paths() -> None:
+    for name in COMMITTED_DOCS:
+        text = (ROOT / "docs" / name).read_text(encoding="utf-8")
+        assert not re.search(r"(?<![\w.])/(work|home|root|tmp|Users|var)/", text), name
+        assert str(ROOT) not in text, name
+
+
+def test_generated_lineage_shows_a_project_source_by_its_project_path(tmp_path: Path) -> None:
+    cli = Cli(f"sqlite:///{tmp_path / 'w.db'}")
+    assert cli("etl", "--source", SAMPLE).exit_code == 0
+    assert cli("docs", "generate", "--output-dir", str(tmp_path / "docs")).exit_code == 0
+    lineage = (tmp_path / "docs" / "lineage.md").read_text(encoding="utf-8")
+    assert 'src1["data/sample_sales.csv<br/>' in lineage and str(ROOT) not in lineage
+    assert lineage == (ROOT / "docs" / "lineage.md").read_text(encoding="utf-8")  # the committed example is this page
