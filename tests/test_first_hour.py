@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -208,3 +209,33 @@ def test_generated_lineage_shows_a_project_source_by_its_project_path(tmp_path: 
     lineage = (tmp_path / "docs" / "lineage.md").read_text(encoding="utf-8")
     assert 'src1["data/sample_sales.csv<br/>' in lineage and str(ROOT) not in lineage
     assert lineage == (ROOT / "docs" / "lineage.md").read_text(encoding="utf-8")  # the committed example is this page
+
+
+def test_requirements_are_split_into_runtime_dask_and_dev() -> None:
+    def names(file: str) -> set[str]:
+        lines = (ROOT / file).read_text(encoding="utf-8").splitlines()
+        return {re.split(r"[\[<>=~ ]", line, maxsplit=1)[0].lower() for line in lines if line.strip() and not line.startswith("#")}
+
+    runtime, dask, dev = names("requirements.txt"), names("requirements-dask.txt"), names("requirements-dev.txt")
+    assert not runtime & {"pytest", "hypothesis", "selenium", "ruff", "import-linter", "duckdb", "dask"}
+    assert {"click", "sqlalchemy", "pandas"} <= runtime
+    assert dask == {"-r", "dask"}
+    assert {"pytest", "hypothesis", "selenium", "ruff", "import-linter", "duckdb", "-r"} <= dev
+    dev_text = (ROOT / "requirements-dev.txt").read_text()
+    assert "-r requirements.txt" in dev_text and "-r requirements-dask.txt" in dev_text
+    assert "pip install --quiet -r requirements-dev.txt" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_dask_engine_without_dask_says_how_to_install_it(tmp_path: Path) -> None:
+    """A Python where dask cannot be imported (as after pip install -r requirements.txt alone)."""
+    code = "import sys; sys.modules['dask'] = None; sys.modules['distributed'] = None; from main import cli; cli()"
+    args = ["--database-url", f"sqlite:///{tmp_path / 'w.db'}", "etl", "--source", SAMPLE, "--engine", "dask"]
+    env = {**os.environ, "RDP_LOGGING__FILE": str(tmp_path / "rdp.log")}
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: the Dask engine needs Dask, which is not installed (dask is missing); "
+        "install it with pip install -r requirements-dask.txt, or use --engine pandas"
+    )
+    assert not (tmp_path / "w.db").exists()
