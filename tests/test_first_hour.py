@@ -239,3 +239,36 @@ def test_dask_engine_without_dask_says_how_to_install_it(tmp_path: Path) -> None
         "install it with pip install -r requirements-dask.txt, or use --engine pandas"
     )
     assert not (tmp_path / "w.db").exists()
+
+
+def _browser_step() -> str:
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    start = script.index('echo "== browser')
+    return script[start : script.index("export RDP_TEST_POSTGRES_URL", start)]
+
+
+@pytest.mark.parametrize("update_first", [False, True])
+def test_ci_installs_the_driver_when_only_the_browser_is_there(tmp_path: Path, update_first: bool) -> None:
+    """.ci/run's browser step on a machine with chromium but no chromedriver: it installs the
+    driver alone (after apt-get update when the first install fails). apt-get is a stand-in
+    that logs its calls and 'installs' the driver at RDP_CHROMEDRIVER."""
+    bin_dir, driver, calls = tmp_path / "bin", tmp_path / "chromedriver", tmp_path / "apt.log"
+    bin_dir.mkdir()
+    (bin_dir / "chromium").write_text("#!/bin/sh\necho Chromium 1.0\n")
+    fail = f'[ "$1" = install ] && [ ! -e {tmp_path}/updated ] && [ "{int(update_first)}" = 1 ] && exit 100\n'
+    (bin_dir / "apt-get").write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n[ "$1" = update ] && touch {tmp_path}/updated && exit 0\n{fail}'
+        f'printf "#!/bin/sh\\necho ChromeDriver 1.0\\n" > {driver} && chmod +x {driver}\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RDP_CHROMEDRIVER": str(driver)}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", _browser_step()], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = (
+        ["install -y -q chromium-driver"]
+        if not update_first
+        else ["install -y -q chromium-driver", "update -q", "install -y -q chromium-driver"]
+    )
+    assert calls.read_text().splitlines() == expected
+    assert "ChromeDriver 1.0" in result.stdout and "Chromium 1.0" in result.stdout
