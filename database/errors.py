@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
+from database.engine import path_problem, sqlite_file
 from utils.errors import DatabaseError, TransientDatabaseError
 from utils.urls import mask_url
 
@@ -31,6 +32,10 @@ def describe(engine: Engine, exc: SQLAlchemyError) -> DatabaseError:
     )
     detail = mask_url(detail)
     lowered = detail.lower()
+    if "unable to open database file" in lowered and (path := sqlite_file(engine)) is not None:
+        return DatabaseError(
+            path_problem(path, creating=False) or f"warehouse file {path}: {detail}; check the file's and its folder's permissions"
+        )
     if "does not exist" in lowered and "database" in lowered:
         return DatabaseError(f"warehouse {url}: {detail}. Create it (createdb) or fix --database-url / RDP_DATABASE_URL")
     if "role" in lowered and "does not exist" in lowered:

@@ -1,8 +1,11 @@
 """The warehouse write lock: one ETL (or rollback, or replay) at a time per warehouse.
 
 PostgreSQL: a session-level advisory lock, so it also holds across machines. SQLite: an
-exclusive `flock` on a file beside the database. Both are released by the OS or server when
-the holding process dies, so a killed run never leaves a stale lock behind.
+exclusive `flock` on a file beside the database (`<warehouse>.<lock id>.lock`), which exists
+only while a run holds or waits for the lock: the holder deletes it before letting go, and a
+waiter that got the lock on a deleted file tries again on the new one. Both are released by
+the OS or server when the holding process dies, so a killed run never leaves a stale lock
+behind (at most an empty lock file, which the next run reuses and deletes).
 
 On PostgreSQL the session lock lives on a connection of its own. Should that connection break
 while the run goes on (a network cut, `pg_terminate_backend`), the server releases the lock and
@@ -24,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, RootTransaction, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from utils.errors import TransientDatabaseError
+from utils.errors import DatabaseError, TransientDatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ def warehouse_lock(
         with _advisory_lock(engine, timeout_s, on_wait, lock_id):
             yield
     else:
+        from database.engine import prepare_sqlite_folder
+
+        prepare_sqlite_folder(engine)  # the lock file goes beside the warehouse: no folder made for a typo
         with _file_lock(Path(f"{engine.url.database}.{lock_id:x}.lock"), timeout_s, on_wait):
             yield
 
@@ -124,21 +130,48 @@ def _scoped_key(conn: Connection, lock_id: int) -> int:
 
 @contextmanager
 def _file_lock(path: Path, timeout_s: float, on_wait: Callable[[], None] | None) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = None
+
+    def attempt() -> bool:
+        nonlocal fd
+        if fd is None:
+            fd = _open_lock_file(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if _same_file(fd, path):
+            return True
+        os.close(fd)  # the holder deleted the file before letting go: lock the current one
+        fd = None
+        return False
+
     try:
-
-        def attempt() -> bool:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                return False
-
         _wait_loop(attempt, timeout_s, on_wait, f"lock file {path}")
         try:
             yield
         finally:
+            path.unlink(missing_ok=True)  # while still held: a waiter on this file sees it gone and retries
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        from database.engine import os_problem
+
+        raise DatabaseError(os_problem(path, exc) + "; the warehouse lock file cannot be created beside it") from None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the locked descriptor is still the file at `path` (not one deleted meanwhile)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,10 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import WarehouseSettings
 from database.aggregates import AGGREGATE_TABLES, refresh
 from database.citus import distribute, require_citus
+from database.engine import create_sqlite_file, path_problem, sqlite_file
 from database.errors import describe
 from database.models import UNKNOWN_CUSTOMER_KEY, DimCustomer
 from database.partitions import create_partitioned_fact
 from database.tables import METADATA
+from utils.errors import DatabaseError
 from utils.urls import mask_url
 
 UNKNOWN_SINCE = datetime(1900, 1, 1)
@@ -43,6 +47,9 @@ class HealthReport:
 
 def missing_tables(engine: Engine) -> list[str]:
     """Warehouse tables that do not exist yet."""
+    path = sqlite_file(engine)
+    if path is not None and not path.is_file():
+        return list(METADATA.tables)  # no warehouse file yet: nothing to look into (and nothing created)
     existing = set(inspect(engine).get_table_names())
     return [t for t in METADATA.tables if t not in existing]
 
@@ -71,6 +78,7 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
     `warehouse.distributed: citus`, first check that the server has Citus (nothing is written when
     it has not), then make the tables Citus tables in the same transaction (database/citus.py)."""
     citus = warehouse is not None and warehouse.distributed == "citus"
+    create_sqlite_file(engine)
     try:
         if citus:
             require_citus(engine)
@@ -128,7 +136,16 @@ def server_version(engine: Engine) -> str:
 
 
 def check_health(engine: Engine) -> HealthReport:
-    """Connect, report the server version, missing tables, and whether a write succeeds."""
+    """Connect, report the server version, missing tables, and whether a write succeeds. An SQLite
+    warehouse file that does not exist yet is reported, not created: every table missing, writable
+    if its folder is."""
+    url = mask_url(engine.url.render_as_string(hide_password=False))
+    path = sqlite_file(engine)
+    if path is not None and not path.is_file():
+        problem = path_problem(path, creating=True)
+        if problem:
+            raise DatabaseError(problem)
+        return HealthReport("sqlite", f"SQLite {sqlite3.sqlite_version}", url, missing_tables(engine), os.access(path.parent, os.W_OK))
     try:
         version = server_version(engine)
         missing = missing_tables(engine)
@@ -139,5 +156,4 @@ def check_health(engine: Engine) -> HealthReport:
             trans.rollback()
     except SQLAlchemyError as exc:
         raise describe(engine, exc) from None
-    url = mask_url(engine.url.render_as_string(hide_password=False))
     return HealthReport(engine.dialect.name, version, url, missing, True)

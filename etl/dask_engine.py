@@ -105,10 +105,23 @@ def engine_for(settings: Settings, engine: str | None, scheduler: str | None, sp
             )
         yield None
         return
+    require_dask()
     check_sources(specs)
     etl = settings.etl
     with DaskCluster(scheduler or etl.dask_scheduler, etl.dask_workers, etl.dask_connect_timeout_s) as cluster:
         yield cluster
+
+
+def require_dask() -> None:
+    """Dask is an optional extra (requirements-dask.txt): say how to install it when it is missing."""
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise EngineError(
+            f"the Dask engine needs Dask, which is not installed ({exc.name or 'dask'} is missing); "
+            "install it with pip install -r requirements-dask.txt, or use --engine pandas"
+        ) from None
 
 
 class DaskCluster:

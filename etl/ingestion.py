@@ -195,7 +195,9 @@ def _chosen_encoding(path: Path, scan: _Scan, wanted: str) -> str:
     return wanted
 
 
-def _header(path: Path, scan: _Scan, encoding: str, delimiter: str) -> list[str]:
+def _header(
+    path: Path, scan: _Scan, encoding: str, delimiter: str, column_map: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     text = linereader.decoder(encoding).decode(scan.head).lstrip("\ufeff")  # a character cut at the block's end waits
     if not text.strip():
         raise SourceError(f"{path}: the file is empty; expected a header line and sales rows")
@@ -204,10 +206,39 @@ def _header(path: Path, scan: _Scan, encoding: str, delimiter: str) -> list[str]
         header = next(csv.reader([first], delimiter=delimiter), []) if first else []
     except csv.Error as exc:  # e.g. a first line of megabytes: no header
         raise SourceError(f"{path}: the first line is not a CSV header ({exc}); expected {', '.join(SOURCE_COLUMNS)}") from None
+    columns = _columns(path, first, header, delimiter, column_map)  # a wrong header is the more useful message
     if scan.lines.lines <= 1:
-        resolve_columns(header, None, str(path))  # a wrong header is the more useful message
         raise SourceError(f"{path}: has a header line but no data rows")
-    return header
+    return header, columns
+
+
+OTHER_DELIMITERS = (";", "\t", "|", ",")
+_SHOWN = {"\t": "$'\\t'"}
+
+
+def _columns(path: Path, first: str, header: list[str], delimiter: str, column_map: dict[str, str] | None) -> dict[str, str]:
+    """The header's columns; a header that holds them when split at another delimiter (an extract
+    saved with ';', tabs or '|') is an error saying which delimiter was found and how to pass it."""
+    try:
+        return resolve_columns(header, column_map, str(path))
+    except SourceError:
+        found = next((d for d in OTHER_DELIMITERS if d != delimiter and d in first and _resolves(first, d, column_map)), None)
+        if found is None:
+            raise
+    name = "tabs" if found == "\t" else repr(found)
+    option = _SHOWN.get(found, repr(found))
+    raise SourceError(
+        f"{path}: the header line is separated by {name}, not by {delimiter!r}; "
+        f"pass --delimiter {option} (or set etl.delimiter in the config)"
+    ) from None
+
+
+def _resolves(first: str, delimiter: str, column_map: dict[str, str] | None) -> bool:
+    try:
+        resolve_columns(next(csv.reader([first], delimiter=delimiter), []), column_map, "")
+    except (SourceError, csv.Error):
+        return False
+    return True
 
 
 def _line_by_line(scan: _Scan, encoding: str, delimiter: str) -> str | None:
@@ -236,8 +267,7 @@ def inspect_source(path: Path, encoding: str = "auto", delimiter: str = ",", col
     if compression and _looks_binary(scan.head):
         raise SourceError(f"{path}: the compressed content is not CSV text")
     chosen = _chosen_encoding(path, scan, encoding)
-    header = _header(path, scan, chosen, delimiter)
-    columns = resolve_columns(header, column_map, str(path))
+    header, columns = _header(path, scan, chosen, delimiter, column_map)
     per_row = len(scan.head) / max(1, scan.head.count(b"\n"))
     return SourceInfo(
         path, scan.checksum, chosen, path.stat().st_size, header, compression, per_row, columns,

@@ -218,12 +218,17 @@ def docs_group() -> None:
 
 
 @docs_group.command("generate")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder of the pages  [default: docs/generated in the project, ignored by git]",
+)
 @click.pass_obj
-def docs_generate(app, output_dir: Path) -> None:
+def docs_generate(app, output_dir: Path | None) -> None:
     """(Re)write schema.md, data_dictionary.md, lineage.md and quality.md from the live metadata."""
-    from metadata.docs import generate
+    from metadata.docs import DEFAULT_DIR, generate
 
+    output_dir = output_dir or DEFAULT_DIR
     for page, changed in generate(app.engine, output_dir).items():
         click.echo(f"{output_dir / page}: {'updated' if changed else 'unchanged'}")
 

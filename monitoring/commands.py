@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import click
 from rich.markup import escape
 
-from utils.errors import PlatformError
-from utils.files import write_private
+from utils.errors import DatabaseError, PlatformError
+from utils.files import write_shared
 from utils.render import emit, table
 
 _FORMAT = click.option(
@@ -24,14 +24,19 @@ _RUN = click.option("--run", "run_id", type=int, help="ETL run number (see runs 
 
 
 @contextmanager
-def warehouse(app) -> Iterator[Engine]:
-    """The engine, with the schema in place and database errors turned into platform errors."""
+def warehouse(app, writes: bool = False) -> Iterator[Engine]:
+    """The engine, with the schema in place and database errors turned into platform errors.
+    A command that only reads (`writes` False) never creates an SQLite warehouse file."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from database.engine import path_problem, sqlite_file
     from database.errors import describe
     from database.schema import missing_tables, setup_schema
 
     engine = app.engine
+    path = sqlite_file(engine)
+    if not writes and path is not None and not path.is_file():
+        raise DatabaseError(path_problem(path, creating=False) or f"the warehouse file {path} does not exist")
     try:
         if missing_tables(engine):
             setup_schema(engine, app.settings.warehouse)
@@ -66,7 +71,7 @@ def quality_check(ctx: click.Context, app, table_name: str | None, fmt: str) -> 
     """Run the checks on the warehouse now and keep the results; exit 1 when a blocking check fails."""
     from monitoring.gate import evaluate, record
 
-    with warehouse(app) as engine:
+    with warehouse(app, writes=True) as engine:
         with engine.connect() as conn:
             result = evaluate(conn, app.settings, None, table_name)
         with engine.begin() as conn:
@@ -106,7 +111,7 @@ def quality_checks(app, fmt: str) -> None:
 
 @quality_group.command("report")
 @_RUN
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="write the report to this file instead of the terminal")
 @click.pass_obj
 def quality_report(app, run_id: int | None, fmt: str, output: Path | None) -> None:
@@ -119,7 +124,7 @@ def quality_report(app, run_id: int | None, fmt: str, output: Path | None) -> No
         click.echo(text, nl=False)
         return
     try:
-        write_private(output, text)
+        write_shared(output, text)  # a report to share: the user's umask decides who may read it
     except OSError as exc:
         raise PlatformError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"{fmt} report written to {output} ({len(text.encode()):,} bytes)")
@@ -230,7 +235,7 @@ def alerts_run(app, run_id: int | None, fmt: str) -> None:
     from monitoring.alerts import run_alerts
     from monitoring.history import require_run
 
-    with warehouse(app) as engine:
+    with warehouse(app, writes=True) as engine:
         if run_id is not None:
             with engine.connect() as conn:
                 require_run(conn, run_id)
@@ -262,7 +267,7 @@ def alerts_ack(app, alert_id: int, fmt: str) -> None:
     """Acknowledge an alert."""
     from monitoring.alerts import ack
 
-    with warehouse(app) as engine, engine.begin() as conn:
+    with warehouse(app, writes=True) as engine, engine.begin() as conn:
         row, changed = ack(conn, alert_id)
     note = "acknowledged" if changed else f"was already acknowledged at {row['acked_at']}"
     emit(row, fmt, f"alert {alert_id} {note}")

@@ -3,7 +3,8 @@ anomalies, as plain text, Markdown, or one self-contained HTML page with inline 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from html import escape
 
@@ -26,7 +27,7 @@ from monitoring.history import (
 )  # fmt: skip
 from utils.errors import PlatformError
 
-FORMATS = ("text", "markdown", "html")
+FORMATS = ("text", "markdown", "html", "json")
 MAX_TREND_CHECKS = 8
 
 
@@ -45,6 +46,7 @@ class Report:
     anomalies: list[MetricStatus]
     min_history: int = 5
     drift: ProfileChanges | None = None
+    basis: str = "run"  # run (asked for with --run) | latest check | latest run: which evaluation the report shows
 
     def drift_lines(self) -> list[str]:
         """Header changes and values never seen before, of the run reported on."""
@@ -74,8 +76,19 @@ class Report:
         return status, len(mine) - len(failed), len(mine)
 
     @property
-    def subject(self) -> str:
+    def scope(self) -> str:
+        """What the evaluation covered: one run's rows, or the whole warehouse (a `quality check`)."""
         return f"run {self.run_id}" if self.run_id is not None else "the whole warehouse"
+
+    @property
+    def subject(self) -> str:
+        """Which evaluation this is: without --run, the newest of the latest quality check and the
+        latest ETL run's gate, said as such."""
+        if self.basis == "latest check":
+            return "the latest quality check, of the whole warehouse"
+        if self.basis == "latest run":
+            return f"run {self.run_id}, the latest ETL run"
+        return self.scope
 
     def moved_checks(self) -> list[str]:
         """Checks worth a line in the check trend: anomalous, failing, or varying over the runs."""
@@ -91,7 +104,8 @@ class Report:
 
 
 def build_report(conn: Connection, settings: Settings, run_id: int | None = None, now: datetime | None = None) -> Report:
-    """Collect the report of run `run_id` (default: the latest evaluation)."""
+    """Collect the report of run `run_id` (default: the latest evaluation, a `quality check` of the
+    whole warehouse or an ETL run's gate, whichever is newer)."""
     if run_id is not None:
         require_run(conn, run_id)
     evaluation_id = latest_evaluation(conn, run_id)
@@ -110,13 +124,34 @@ def build_report(conn: Connection, settings: Settings, run_id: int | None = None
         now or datetime.now(UTC).replace(tzinfo=None, microsecond=0), conn.dialect.name, subject, results[0]["checked_at"], results,
         scores_of(results), quarantine_by_reason(conn, subject), trend, anomalies, settings.quality_rules.anomaly_min_history,
         run_profile_changes(conn, subject) if subject is not None else None,
+        "run" if run_id is not None else "latest check" if subject is None else "latest run",
     )  # fmt: skip
 
 
 def render(report: Report, fmt: str) -> str:
     if fmt not in FORMATS:
         raise PlatformError(f"unknown report format '{fmt}'; choose from {', '.join(FORMATS)}")
-    return {"text": render_text, "markdown": render_markdown, "html": render_html}[fmt](report)
+    return {"text": render_text, "markdown": render_markdown, "html": render_html, "json": render_json}[fmt](report)
+
+
+def render_json(report: Report) -> str:
+    """The report's data for scripts: one JSON object."""
+    dimensions = {d: dict(zip(("status", "passed", "checks"), report.dimension_status(d), strict=True)) for d in report.scores}
+    data = {
+        "subject": report.subject, "basis": report.basis, "run_id": report.run_id, "scope": report.scope,
+        "backend": report.backend, "checked_at": report.checked_at, "generated_at": report.generated_at,
+        "scores": report.scores, "dimensions": dimensions, "checks": report.results,
+        "failing": [r["check_name"] for r in report.failing], "quarantine": report.quarantine,
+        "trend": [asdict(p) for p in report.trend], "anomalies": [asdict(a) for a in report.anomalies],
+        "drift": asdict(report.drift) if report.drift is not None else None,
+    }  # fmt: skip
+    return json.dumps(data, default=_json_value, indent=2) + "\n"
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -135,6 +170,7 @@ def render_text(report: Report) -> str:
     lines = [
         f"Data quality report: {report.subject} ({report.backend}), checked {report.checked_at:%Y-%m-%d %H:%M:%S} UTC",
         f"generated {report.generated_at:%Y-%m-%d %H:%M:%S} UTC",
+        *_basis_line(report),
         "",
         "Scores by dimension",
     ]
@@ -149,7 +185,7 @@ def render_text(report: Report) -> str:
             f"  FAIL [{r['severity']}] {r['check_name']}: score {r['measured']:.4f} < {r['threshold']:.4f}, {r['offending']:,} of {r['total']:,} offending"
         )
         lines += _sample_lines(r, "      ")
-    lines += ["", f"Quarantine by reason ({report.subject})"]
+    lines += ["", f"Quarantine by reason ({report.scope})"]
     lines += [f"  {reason:<22} {n:>10,}" for reason, n in report.quarantine.items()] or ["  (none)"]
     lines += ["", f"Trend over the last {len(report.trend)} runs"]
     header = f"  {'run':>5} " + " ".join(f"{d[:12]:>12}" for d in DIMENSIONS) + f" {'read':>10} {'loaded':>10} {'quarantined':>11}"
@@ -160,6 +196,12 @@ def render_text(report: Report) -> str:
     lines += ["", "Anomalies", *_anomaly_lines(report, "  ")]
     lines += ["", "Source drift", *(f"  {line}" for line in report.drift_lines())]
     return "\n".join(lines) + "\n"
+
+
+def _basis_line(report: Report) -> list[str]:
+    if report.basis == "run":
+        return []
+    return ["(without --run: the newest evaluation, of the latest quality check or the latest ETL run; --run N shows another run)"]
 
 
 def _anomaly_lines(report: Report, indent: str) -> list[str]:
@@ -221,7 +263,7 @@ def render_markdown(report: Report) -> str:
         )  # fmt: skip
     else:
         out.append("None: every check passed.")
-    out += ["", f"## Quarantine by reason ({report.subject})", ""]
+    out += ["", f"## Quarantine by reason ({report.scope})", ""]
     out += _md_table(["reason", "rows"], [[f"`{k}`", f"{v:,}"] for k, v in report.quarantine.items()]) if report.quarantine else ["Empty."]
     out += ["", f"## Trend over the last {len(report.trend)} runs", ""]
     out += _md_table(

@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 from config.cache import CacheSettings
 from config.settings import PROJECT_ROOT
 from database.aggregates import AGGREGATE_TABLES
+from database.engine import path_problem
 from database.errors import describe
 from performance.cache import CacheUnavailable, DecodedAnswers, QueryCache, cache_key, encode_result, open_cache
 from performance.queries import LATEST_MONTH_SQL, NamedQuery, bind, get_query
@@ -324,7 +325,8 @@ def _missing_table(exc: DBAPIError) -> bool:
 
 def _connect_error(engine: Engine, exc: SQLAlchemyError) -> Exception:
     if engine.dialect.name == "sqlite" and "unable to open database file" in str(exc):
-        return QueryError(f"the warehouse file {engine.url.database} does not exist; " + NO_WAREHOUSE.split("; ", 1)[1])
+        path = Path(engine.url.database)
+        return QueryError(path_problem(path, creating=False) or f"warehouse file {path}: unable to open it; check its permissions")
     return describe(engine, exc)
 
 

@@ -14,6 +14,7 @@ pg_user_mapping(s)).
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from dataclasses import dataclass
 
@@ -57,6 +58,17 @@ VOLATILE_KEYWORDS = frozenset(
     {"CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP", "LOCALTIME", "LOCALTIMESTAMP", "CURRENT_USER", "SESSION_USER", "USER"}
 )
 VOLATILE_LITERALS = frozenset({"'now'", "'today'", "'tomorrow'", "'yesterday'"})
+# Words that begin the other statements of PostgreSQL and SQLite (all refused). A first word that
+# is none of these nor a read-only kind is a syntax error (a typo such as SELEC), not a write.
+STATEMENT_WORDS = frozenset(
+    {
+        "ABORT", "ALTER", "ANALYZE", "ANALYSE", "ATTACH", "BEGIN", "CALL", "CHECKPOINT", "CLOSE", "CLUSTER", "COMMENT",
+        "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DECLARE", "DELETE", "DETACH", "DISCARD", "DO", "DROP", "END",
+        "EXECUTE", "FETCH", "GRANT", "IMPORT", "INSERT", "LISTEN", "LOAD", "LOCK", "MERGE", "MOVE", "NOTIFY", "PRAGMA",
+        "PREPARE", "REASSIGN", "REFRESH", "REINDEX", "RELEASE", "REPLACE", "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT",
+        "SECURITY", "SET", "SHOW", "START", "TRUNCATE", "UNLISTEN", "UPDATE", "UPSERT", "VACUUM",
+    }
+)  # fmt: skip
 SYSTEM_PREFIXES = ("pg_", "sqlite_", "information_schema")
 # Tables that change only in a ledgered run (load, replay, rollback): the data version covers them.
 VERSIONED_PREFIXES = ("fact_sales", "dim_", "agg_")
@@ -120,6 +132,10 @@ def _check_kind(tokens: list) -> None:
     words = {t.normalized for t in tokens if t.ttype in T.Keyword}
     if first == "COPY" or "COPY" in words:
         raise refuse("COPY reads and writes server files and programs (use --format csv to export an answer)")
+    if first not in READ_ONLY_KINDS and first not in STATEMENT_WORDS:
+        raise QueryError(
+            f"query failed: syntax error: {first or 'the text'} does not begin an SQL statement{_did_you_mean(first)}; {_RULE}"
+        )
     if first not in READ_ONLY_KINDS:
         raise refuse(f"{first} statements change the warehouse or its settings")
     for t in tokens:
@@ -129,6 +145,11 @@ def _check_kind(tokens: list) -> None:
         raise refuse("SELECT … INTO creates a table")
     if any(t.normalized == "FOR" and nxt.normalized in ("SHARE", "KEY", "NO") for t, nxt in itertools.pairwise(tokens)):
         raise refuse("SELECT … FOR SHARE/UPDATE locks rows")
+
+
+def _did_you_mean(word: str) -> str:
+    close = difflib.get_close_matches(word, READ_ONLY_KINDS, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _check_functions(tokens: list) -> None:

@@ -10,6 +10,7 @@ thousandths and shown in cents, rounded half up. docs/reports.md defines every f
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -212,6 +213,8 @@ def sales_plan(by: str = "month", start: date | None = None, end: date | None = 
         queries.append((q.COUNTRIES, {}))
 
     def build(answer: Answer) -> Report:
+        if country is not None:
+            _require_country(country, [r["country"] for r in answer.tables[1]])
         rows, revenue_of, totals = [], {}, [Decimal(0)] * 3
         for rec in answer.tables[0]:
             parts = _money_parts(rec)
@@ -267,13 +270,20 @@ def _sales_totals(rows: list[dict[str, Any]], totals: list[Decimal], shown: tupl
     }  # fmt: skip
 
 
+def _require_country(country: str, known: list[str]) -> None:
+    """A country the warehouse does not know is a mistake (a typo, another spelling), not an empty answer."""
+    if country.lower() in {k.lower() for k in known}:
+        return
+    by_lower = {k.lower(): k for k in known}
+    close = [by_lower[c] for c in difflib.get_close_matches(country.lower(), list(by_lower), n=3, cutoff=0.5)]
+    hint = f"the closest: {', '.join(close)}; " if close else ""
+    raise ReportError(f"the warehouse has no country {country!r}; {hint}`report countries` lists all {len(known)}")
+
+
 def _no_sales_note(answer: Answer, start: date | None, end: date | None, country: str | None, first: date, last: date) -> str:
     spans = {(True, True): f"between {start} and {end}", (True, False): f"from {start} on", (False, True): f"up to {end}"}
     when = spans.get((start is not None, end is not None), "at all")
     if country is not None:
-        known = [r["country"] for r in answer.tables[1]]
-        if country.lower() not in {k.lower() for k in known}:
-            return f"no sales: the warehouse has no country {country!r}; `report countries` lists the {len(known)} countries"
         return f"no sales for {country} {when}"
     return f"no sales {when}; the warehouse holds sales from {first} to {last}"
 

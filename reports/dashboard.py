@@ -111,13 +111,13 @@ def latest_quality(service: QueryService) -> Quality | None:
 
 
 def write_dashboard(service: QueryService, path: Path, use_cache: bool = True) -> dict[str, Any]:
-    """Build the dashboard and write it to `path` (user-only, 0600); what was written and how long it took."""
+    """Build the dashboard and write it to `path` (mode from the user's umask); what was written and how long it took."""
     if not path.parent.is_dir():
         raise a.ReportError(f"cannot write {path}: the folder {path.parent} does not exist; create it first or choose another path")
     start = time.perf_counter()
     board = build_dashboard(service, use_cache)
     page = render_html(board)
-    size = write_private(path, page)
+    size = write_private(path, page, shared=True)  # a page to share: the user's umask, not 0600
     return {
         "path": str(path), "bytes": size, "charts": page.count('<svg class="chart"'), "seconds": round(time.perf_counter() - start, 3),
         "cache": board.cache, "data_version": board.data_version, "latest_transaction": board.freshness["latest_transaction"],

@@ -1,4 +1,5 @@
-"""Reports as text: a rich table for people, CSV and JSON for scripts; files written user-only."""
+"""Reports as text: a rich table for people, CSV and JSON for scripts; exports written user-only,
+the HTML dashboard with the user's umask."""
 
 from __future__ import annotations
 
@@ -121,13 +122,14 @@ def status_line(report: Report) -> str:
     return f"{plural(len(report.rows), 'row')} in {report.elapsed_ms:.1f} ms · cache {report.cache} · data version {report.data_version} · {report.form}"
 
 
-def write_private(path: Path, content: str) -> int:
-    """Write `content` to `path`, user-only (0600) and atomically (utils.files); a missing folder
-    or a failed write is a ReportError. Returns the bytes written."""
+def write_private(path: Path, content: str, shared: bool = False) -> int:
+    """Write `content` to `path` atomically (utils.files), user-only (0600), or `shared` with the
+    mode the user's umask gives (the dashboard); a missing folder or a failed write is a
+    ReportError. Returns the bytes written."""
     folder = path.parent
     if not folder.is_dir():
         raise ReportError(f"cannot write {path}: the folder {folder} does not exist; create it first or choose another path")
     try:
-        return files.write_private(path, content)
+        return files.write_shared(path, content) if shared else files.write_private(path, content)
     except OSError as exc:
         raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from etl.generator import generate_sales
 from sqlalchemy import bindparam, text
 
 from config.settings import Settings
 from database.engine import make_engine
 from database.models import TIMESTAMP
+from sampledata.generator import generate_sales
 from tests.conftest import Cli, write_csv
 
 

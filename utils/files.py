@@ -1,7 +1,11 @@
-"""Files the platform writes that may hold data — logs, reports, exports, the query cache,
-quarantine exports, alert files, the PID file — are user-only: files 0600, the folders it
-creates for them 0700 (whatever the umask). Folders that already exist keep their mode, except
-the platform's own (`own=True`: the log and cache folders), which are tightened to 0700.
+"""Files the platform writes that may hold data — logs, exports, the query cache, quarantine
+exports, alert files, the PID file — are user-only: files 0600, the folders it creates for them
+0700 (whatever the umask). Folders that already exist keep their mode, except the platform's own
+(`own=True`: the log and cache folders), which are tightened to 0700.
+
+Documents made to be read by others — the HTML dashboard and the quality reports written with
+`--output` — follow the user's umask like any file the user makes (`write_shared`: 0644 under
+the usual umask 022).
 """
 
 from __future__ import annotations
@@ -61,9 +65,26 @@ def write_private(path: Path, text: str, parents: bool = False) -> int:
     path = Path(path)
     if parents:
         private_dir(path.parent)
-    data = text.encode("utf-8")
+    return _write_atomic(path, text.encode("utf-8"), FILE_MODE)
+
+
+def write_shared(path: Path, text: str) -> int:
+    """Write `text` (UTF-8) to `path` atomically, as write_private, but with the mode the user's
+    umask gives a new file (0666 & ~umask), for documents meant to be shared. Returns the bytes written."""
+    return _write_atomic(Path(path), text.encode("utf-8"), 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> int:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode != FILE_MODE:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

@@ -426,12 +426,14 @@ def _check_private_files(url: str, tmp_path: Path) -> None:
     run("metadata", "export", "--format", "json", "--filename", str(tmp_path / "export.json"))
     run("docs", "generate", "--output-dir", str(new / "docs"))
     run("quarantine", "export", "--format", "csv", "--output", str(tmp_path / "q.csv"))
-    files = [log_file, alerts_file, tmp_path / "report.html", existing / "old.md", tmp_path / "export.json", tmp_path / "q.csv"]
+    files = [log_file, alerts_file, tmp_path / "export.json", tmp_path / "q.csv"]
     files += sorted((new / "docs").glob("*.md")) + [p for p in cache.rglob("*.db")]
     folders = [new, new / "logs", cache, new / "alerts", new / "docs"]
-    modes = {str(p.relative_to(tmp_path)): oct(_mode(p)) for p in [*files, *folders]}
+    shared = [tmp_path / "report.html", existing / "old.md"]  # reports to share: the user's umask (022 here)
+    modes = {str(p.relative_to(tmp_path)): oct(_mode(p)) for p in [*files, *folders, *shared]}
     record("security", "private_files", modes)
     assert all(_mode(p) == 0o600 for p in files), modes
+    assert all(_mode(p) == 0o644 for p in shared), modes
     assert all(_mode(p) == 0o700 for p in folders), modes
     assert _mode(existing) == 0o755, "a folder that already existed keeps its mode"
 
