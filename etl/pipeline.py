@@ -26,9 +26,11 @@ from database.partitions import parent_statistics_stale
 from database.schema import missing_tables, setup_schema
 from etl import ledger
 from etl.cleaning import Cleaner, malformed_rows
+from etl.dask_engine import Batch, DaskCsvSource
 from etl.ingestion import Chunk
 from etl.loader import LoadCounts, WarehouseLoader
 from etl.sources import Source, SourceOptions, open_source
+from etl.stopwatch import Stopwatch
 from monitoring.alerts import run_alerts
 from monitoring.gate import GateResult, evaluate, record
 from utils.errors import PlatformError, QualityGateError
@@ -225,17 +227,18 @@ def _process(
     wall: float,
 ) -> None:
     chunk_size = options.chunk_size or settings.etl.chunk_size
+    stopwatch = Stopwatch()
     with (
         closing(Cleaner(settings)) as cleaner,
         write_transaction(engine, settings.database.lock_timeout_s) as (conn, trans),
-        closing(WarehouseLoader(conn, summary.run_id)) as loader,
+        closing(WarehouseLoader(conn, summary.run_id, stopwatch)) as loader,
     ):
         loader.prepare()
-        # Loading chunk n (its keys on the loader thread, then its writes on the loader's writer
-        # thread) overlaps reading and cleaning of chunk n+1.
+        # Sources -> clean (this thread, or Dask workers) -> transform and load (the loader
+        # thread, then its writer thread): loading chunk n overlaps reading and cleaning chunk n+1.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-stage") as stager:
             pending: Future | None = None
-            for accepted, rejected, rows_read in _batches(cleaner, info, chunk_size, loader):
+            for accepted, rejected, rows_read in _batches(cleaner, info, chunk_size, stopwatch):
                 if pending is not None:
                     pending.result()
                 pending = stager.submit(loader.load, accepted, rejected)
@@ -248,7 +251,7 @@ def _process(
                 pending.result()
         counts = loader.finalize()
         _account(summary, counts)
-        with loader.timed("quality_gate"):
+        with stopwatch.timed("quality_gate"):
             gate = evaluate(conn, settings, summary.run_id, fact_holds_only_run=loader.facts_empty)
         summary.quality = {k: round(v, 4) for k, v in gate.scores.items()}
         summary.duration_s = time.perf_counter() - wall
@@ -284,16 +287,15 @@ def _gate_message(gate: GateResult) -> str:
     )
 
 
-def _batches(cleaner: Cleaner, info: Source, chunk_size: int, loader: WarehouseLoader) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int]]:
-    """(accepted, rejected, rows read) of each chunk, in source order. A source with its own
-    `batches` (the Dask engine's: read and cleaned on workers, etl/dask_engine.py) supplies them;
-    otherwise this process reads and cleans chunk after chunk (the pandas path)."""
-    own = getattr(info, "batches", None)
-    if own is not None:
-        yield from own(cleaner, chunk_size, loader)
+def _batches(cleaner: Cleaner, info: Source, chunk_size: int, stopwatch: Stopwatch) -> Iterator[Batch]:
+    """(accepted, rejected, rows read) of each chunk, in source order: the cleaned chunks the
+    loader takes, from either engine. The Dask engine's source reads and cleans on its workers
+    (etl/dask_engine.py); every other source is read and cleaned here, chunk after chunk."""
+    if isinstance(info, DaskCsvSource):
+        yield from info.cleaned_batches(cleaner, chunk_size, stopwatch)
         return
-    for chunk in _timed_chunks(loader, info.chunks(chunk_size)):
-        with loader.timed("clean"):
+    for chunk in _timed_chunks(stopwatch, info.chunks(chunk_size)):
+        with stopwatch.timed("clean"):
             accepted, rejected = _clean_chunk(cleaner, chunk)
         rows_read = chunk.rows_read
         del chunk
@@ -307,9 +309,9 @@ def _clean_chunk(cleaner: Cleaner, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataF
     return result.accepted, pd.concat([result.rejected, malformed_rows(chunk.malformed)], ignore_index=True)
 
 
-def _timed_chunks(loader: WarehouseLoader, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+def _timed_chunks(stopwatch: Stopwatch, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     while True:
-        with loader.timed("read"):
+        with stopwatch.timed("read"):
             chunk = next(chunks, None)
         if chunk is None:
             return
