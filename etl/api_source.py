@@ -36,6 +36,7 @@ from urllib3.util.retry import Retry
 from config.settings import Settings
 from etl.ingestion import Chunk
 from etl.mapping import resolve_columns
+from etl.sources import LocalSource
 from etl.workbook import empty_frame, text_column
 from utils.errors import SourceError
 from utils.urls import mask_url
@@ -62,7 +63,7 @@ class _Page:
     total: int | None
 
 
-class ApiSource:
+class ApiSource(LocalSource):
     """JSON records from an HTTP API, page by page."""
 
     def __init__(self, url: str, settings: Settings, options) -> None:

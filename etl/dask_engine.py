@@ -14,10 +14,11 @@ What runs where:
   `window` partitions in flight (memory stays bounded whatever the file's size), shifts each
   partition's row numbers by the records before it, applies the duplicate rule (`Cleaner.finish`,
   one tracker per source: duplicates across partitions are found) and cuts the rows into exactly
-  the chunks the pandas path makes. Those go to the same `WarehouseLoader` inside the run's single
-  write transaction: the ledger, dimension versions, exactly-once facts, aggregates and the quality
-  gate are the pandas path's code, and a failed worker or a killed driver leaves the warehouse as
-  it was.
+  the chunks the pandas path makes. The source yields those cleaned chunks to the run
+  (etl/pipeline.py), which hands them to the same transform and load stages as the pandas path's,
+  inside the run's single write transaction: the ledger, dimension versions, exactly-once facts,
+  aggregates and the quality gate are the pandas path's code, and a failed worker or a killed
+  driver leaves the warehouse as it was.
 
 Workers do not write to the database. Every fact needs the dimension keys and the exactly-once
 filter of the run's one transaction, so a worker could only stage rows for the driver to copy
@@ -44,7 +45,7 @@ import pandas as pd
 
 from etl.cleaning import Cleaner, CleaningRules, Prepared, malformed_rows
 from etl.ingestion import Chunk, SourceInfo, read_chunks, read_range
-from etl.sources import CsvSource, SourceOptions
+from etl.sources import Batch, CsvSource, SourceOptions
 from utils.errors import PlatformError
 from utils.memory import release_memory
 
@@ -52,11 +53,10 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from config.settings import Settings
-    from etl.loader import WarehouseLoader
+    from etl.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[pd.DataFrame, pd.DataFrame, int]  # accepted, rejected, rows read
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".gz", ".bz2")
 _OTHER_KINDS = {".zip": "a zip archive", ".xlsx": "a workbook", ".xlsm": "a workbook"}
 WORKER_MODULES = ["etl.dask_engine", "etl.dask_worker"]  # imported once by the local cluster's fork server
@@ -357,13 +357,15 @@ class DaskCsvSource:
         """The raw chunks, as the pandas path reads them."""
         return self.csv.chunks(chunk_size)
 
-    def batches(self, cleaner: Cleaner, chunk_size: int, loader: WarehouseLoader) -> Iterator[Batch]:
-        """Cleaned batches in source order, cut like the pandas path's chunks."""
-        tasks = self._range_tasks(cleaner.stateless, chunk_size) if self.split else self._chunk_tasks(cleaner.stateless, chunk_size, loader)
+    def cleaned_batches(self, cleaner: Cleaner, chunk_size: int, stopwatch: Stopwatch) -> Iterator[Batch]:
+        """Cleaned batches (accepted, rejected, rows read) in source order, cut like the pandas path's chunks."""
+        tasks = (
+            self._range_tasks(cleaner.stateless, chunk_size) if self.split else self._chunk_tasks(cleaner.stateless, chunk_size, stopwatch)
+        )
         rechunk = Rechunker(chunk_size) if self.split else None
         offset = 0  # records before the partition (a chunk the driver read is numbered already)
-        for result in in_order(self.cluster, tasks, loader):
-            with loader.timed("clean"):
+        for result in in_order(self.cluster, tasks, stopwatch):
+            with stopwatch.timed("clean"):
                 accepted, rejected, malformed = _finish(cleaner, result, offset)
             offset += result.records if self.split else 0
             if rechunk is None:
@@ -373,7 +375,7 @@ class DaskCsvSource:
         if rechunk is not None:
             yield from rechunk.flush()
         if not self.cluster.start_reported:  # the first run of the command: how long the cluster took to start
-            loader.timings["cluster_start"] = round(self.cluster.start_s, 4)
+            stopwatch.add("cluster_start", self.cluster.start_s)
             self.cluster.start_reported = True
 
     def _range_tasks(self, rules: CleaningRules, chunk_size: int) -> Iterator[tuple]:
@@ -382,10 +384,10 @@ class DaskCsvSource:
         for start, end in ranges:
             yield _range_task, info, header, start, end, self.csv.delimiter, rules
 
-    def _chunk_tasks(self, rules: CleaningRules, chunk_size: int, loader: WarehouseLoader) -> Iterator[tuple]:
+    def _chunk_tasks(self, rules: CleaningRules, chunk_size: int, stopwatch: Stopwatch) -> Iterator[tuple]:
         chunks = read_chunks(self.csv.info, chunk_size, self.csv.delimiter)
         while True:
-            with loader.timed("read"):
+            with stopwatch.timed("read"):
                 chunk = next(chunks, None)
             if chunk is None:
                 return
@@ -404,7 +406,7 @@ def _with_malformed(rejected: pd.DataFrame, malformed: pd.DataFrame | None) -> p
     return rejected if malformed is None else pd.concat([rejected, malformed], ignore_index=True)
 
 
-def in_order(cluster: DaskCluster, tasks: Iterator[tuple], loader: WarehouseLoader) -> Iterator[PartitionResult]:
+def in_order(cluster: DaskCluster, tasks: Iterator[tuple], stopwatch: Stopwatch) -> Iterator[PartitionResult]:
     """Run `tasks` on the cluster and yield their results in order, at most `cluster.window` in flight.
 
     While a local cluster is still starting, this process runs the next task itself (tasks are
@@ -426,7 +428,7 @@ def in_order(cluster: DaskCluster, tasks: Iterator[tuple], loader: WarehouseLoad
         while True:
             fill()
             if futures:
-                with loader.timed("read"):
+                with stopwatch.timed("read"):
                     result = _result(futures[0])
                 futures.popleft().release()
                 fill()
@@ -437,7 +439,7 @@ def in_order(cluster: DaskCluster, tasks: Iterator[tuple], loader: WarehouseLoad
                 result = task[0](*task[1:])  # the cluster is not up yet
                 result.seconds = {f"driver_{step.removeprefix('worker_')}": s for step, s in result.seconds.items()}
             for step, seconds in result.seconds.items():
-                loader.timings[step] = round(loader.timings.get(step, 0.0) + seconds, 4)
+                stopwatch.add(step, seconds)
             yield result
     finally:
         if futures:

@@ -25,6 +25,7 @@ from config.settings import Settings
 from database.engine import resolve_url
 from etl.ingestion import Chunk
 from etl.mapping import resolve_columns
+from etl.sources import LocalSource
 from etl.workbook import canonical_positions, text_frame
 from utils.errors import PlatformError, SourceError
 from utils.urls import mask_url
@@ -55,7 +56,7 @@ def check_query(query: str) -> str:
     return body
 
 
-class DatabaseSource:
+class DatabaseSource(LocalSource):
     """A table or query of a database, read in chunks with a server-side cursor."""
 
     def __init__(self, url: str, settings: Settings, options) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -26,10 +26,10 @@ from database.locks import warehouse_lock, write_transaction
 from database.partitions import parent_statistics_stale
 from database.schema import missing_columns, missing_tables, setup_schema
 from etl import ledger
-from etl.cleaning import Cleaner, malformed_rows
-from etl.ingestion import Chunk
+from etl.cleaning import Cleaner
 from etl.loader import LoadCounts, WarehouseLoader
 from etl.sources import Source, SourceOptions, open_source
+from etl.stopwatch import Stopwatch
 from monitoring.alerts import run_alerts
 from monitoring.gate import GateResult, evaluate, record
 from monitoring.history import MAX_PROFILE_VALUES, profile_changes, quarantine_by_reasons
@@ -145,7 +145,7 @@ def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: S
     run_id = ledger.open_run(engine, options.job_name, info.location, info.checksum, info.encoding)
     token = current_run_id.set(run_id)
     summary = RunSummary(run_id, "running", options.job_name, info.location, info.checksum or "", info.encoding or "", engine.dialect.name)
-    summary.engine = getattr(info, "engine_name", "pandas")
+    summary.engine = info.engine_name
     started, wall = ledger.utcnow(), time.perf_counter()
     log.info("run %s started: %s (%s, sha256 %s)", run_id, info.location, info.encoding, (info.checksum or "-")[:12])
     try:
@@ -241,18 +241,19 @@ def _process(
     wall: float,
 ) -> None:
     chunk_size = options.chunk_size or settings.etl.chunk_size
+    stopwatch = Stopwatch()
     with (
         closing(Cleaner(settings)) as cleaner,
         write_transaction(engine, settings.database.lock_timeout_s) as (conn, trans),
-        closing(WarehouseLoader(conn, summary.run_id)) as loader,
+        closing(WarehouseLoader(conn, summary.run_id, stopwatch)) as loader,
     ):
         loader.prepare()
-        # Loading chunk n (its keys on the loader thread, then its writes on the loader's writer
-        # thread) overlaps reading and cleaning of chunk n+1.
+        # Sources -> clean (this thread, or Dask workers) -> transform and load (the loader
+        # thread, then its writer thread): loading chunk n overlaps reading and cleaning chunk n+1.
         values: dict[str, set[str] | None] = {c: set() for c in settings.quality_rules.new_value_columns}
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-stage") as stager:
             pending: Future | None = None
-            for accepted, rejected, rows_read in _batches(cleaner, info, chunk_size, loader):
+            for accepted, rejected, rows_read in info.cleaned_batches(cleaner, chunk_size, stopwatch):
                 _observe_values(values, accepted)
                 if pending is not None:
                     pending.result()
@@ -271,7 +272,7 @@ def _process(
         _profile(conn, summary, options.job_name, info, values)
         summary.rows_with_several_reasons = sum(n for r, n in summary.quarantine_by_reasons.items() if ";" in r)
         progress.phase("quality gate")
-        with loader.timed("quality_gate"):
+        with stopwatch.timed("quality_gate"):
             gate = evaluate(conn, settings, summary.run_id, fact_holds_only_run=loader.facts_empty)
         summary.quality = {k: round(v, 4) for k, v in gate.scores.items()}
         summary.duration_s = time.perf_counter() - wall
@@ -328,38 +329,6 @@ def _gate_message(gate: GateResult) -> str:
         f"quality gate failed ({_failed_checks(gate)}); the run was rolled back and nothing was loaded. "
         "See python main.py quality report, fix the source, or set quality_rules.on_failure: warn"
     )
-
-
-def _batches(cleaner: Cleaner, info: Source, chunk_size: int, loader: WarehouseLoader) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, int]]:
-    """(accepted, rejected, rows read) of each chunk, in source order. A source with its own
-    `batches` (the Dask engine's: read and cleaned on workers, etl/dask_engine.py) supplies them;
-    otherwise this process reads and cleans chunk after chunk (the pandas path)."""
-    own = getattr(info, "batches", None)
-    if own is not None:
-        yield from own(cleaner, chunk_size, loader)
-        return
-    for chunk in _timed_chunks(loader, info.chunks(chunk_size)):
-        with loader.timed("clean"):
-            accepted, rejected = _clean_chunk(cleaner, chunk)
-        rows_read = chunk.rows_read
-        del chunk
-        yield accepted, rejected, rows_read
-
-
-def _clean_chunk(cleaner: Cleaner, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
-    result = cleaner.clean(chunk.frame, chunk.source_rows)
-    if not chunk.malformed:
-        return result.accepted, result.rejected
-    return result.accepted, pd.concat([result.rejected, malformed_rows(chunk.malformed)], ignore_index=True)
-
-
-def _timed_chunks(loader: WarehouseLoader, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
-    while True:
-        with loader.timed("read"):
-            chunk = next(chunks, None)
-        if chunk is None:
-            return
-        yield chunk
 
 
 def _account(summary: RunSummary, counts: LoadCounts) -> None:

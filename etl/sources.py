@@ -13,26 +13,67 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import pandas as pd
+
 from config.settings import Settings
+from etl.cleaning import Cleaner, malformed_rows
 from etl.ingestion import Chunk, inspect_source, read_chunks
 from etl.request import SourceOptions
+from etl.stopwatch import Stopwatch
 from utils.errors import SourceError
 
 FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".gz", ".bz2", ".zip", ".xlsx", ".xlsm")
 
 
+Batch = tuple[pd.DataFrame, pd.DataFrame, int]  # a cleaned chunk: accepted rows, rejected rows, rows read
+
+
 class Source(Protocol):
-    """A readable source: what the ledger records about it, and its rows in chunks."""
+    """A readable source: what the ledger records about it, and its rows, cleaned, in chunks."""
 
     location: str  # path or URL, credentials masked
     checksum: str | None  # SHA-256 of the stored bytes, when the source is a file
     encoding: str | None
     estimated_rows: int | None
+    engine_name: str  # what reads and cleans it, shown as the run's engine
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]: ...
 
+    def cleaned_batches(self, cleaner: Cleaner, chunk_size: int, stopwatch: Stopwatch) -> Iterator[Batch]: ...
 
-class CsvSource:
+
+class LocalSource:
+    """A source this process reads and cleans itself, chunk after chunk (the pandas engine); the
+    Dask engine's source cleans on its workers instead (etl/dask_engine.py)."""
+
+    engine_name = "pandas"
+
+    def chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+    def cleaned_batches(self, cleaner: Cleaner, chunk_size: int, stopwatch: Stopwatch) -> Iterator[Batch]:
+        """(accepted, rejected, rows read) of each chunk, in source order."""
+        chunks = self.chunks(chunk_size)
+        while True:
+            with stopwatch.timed("read"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            with stopwatch.timed("clean"):
+                accepted, rejected = _clean_chunk(cleaner, chunk)
+            rows_read = chunk.rows_read
+            del chunk
+            yield accepted, rejected, rows_read
+
+
+def _clean_chunk(cleaner: Cleaner, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
+    result = cleaner.clean(chunk.frame, chunk.source_rows)
+    if not chunk.malformed:
+        return result.accepted, result.rejected
+    return result.accepted, pd.concat([result.rejected, malformed_rows(chunk.malformed)], ignore_index=True)
+
+
+class CsvSource(LocalSource):
     """A delimited text file, plain or gzip/bz2-compressed."""
 
     def __init__(self, path: Path, settings: Settings, options: SourceOptions) -> None:

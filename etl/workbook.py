@@ -34,6 +34,7 @@ import pandas as pd
 from config.settings import Settings
 from etl.ingestion import Chunk
 from etl.mapping import resolve_columns
+from etl.sources import LocalSource
 from utils.errors import SourceError
 from utils.vocabulary import SOURCE_COLUMNS
 
@@ -167,7 +168,7 @@ def _header_text(values: tuple) -> list[str]:
     return headers
 
 
-class WorkbookSource:
+class WorkbookSource(LocalSource):
     """An Excel workbook read sheet by sheet with openpyxl's streaming (read-only) mode."""
 
     def __init__(self, path: Path, settings: Settings, options) -> None:

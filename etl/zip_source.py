@@ -22,6 +22,7 @@ import pandas as pd
 
 from config.settings import Settings
 from etl.ingestion import Chunk, SourceInfo, inspect_source, read_chunks
+from etl.sources import LocalSource
 from etl.workbook import check_file, sha256_file
 from utils.errors import SourceError
 from utils.files import private_open
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 MEMBER_SUFFIXES = (".csv", ".tsv")
 
 
-class ZipSource:
+class ZipSource(LocalSource):
     """A zip archive holding one or more CSV/TSV extracts."""
 
     def __init__(self, path: Path, settings: Settings, options) -> None:

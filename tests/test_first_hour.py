@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from utils.vocabulary import SOURCE_COLUMNS
 
 from config.settings import DatabaseSettings
 from database.engine import make_engine
 from database.locks import warehouse_lock
 from tests.conftest import ROOT, Cli, write_csv
 from tests.test_cli_etl import ROWS
+from utils.vocabulary import SOURCE_COLUMNS
 
 SAMPLE = str(ROOT / "data" / "sample_sales.csv")
 

@@ -8,8 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.loader import first_countries, is_in, latest_products
-from etl.transformation import Version, as_date, date_rows, first_appearances, plan_customer, plan_customers
+from etl.transform import (
+    Version,
+    as_date,
+    date_rows,
+    first_appearances,
+    first_countries,
+    is_in,
+    latest_products,
+    plan_customer,
+    plan_customers,
+)
 
 # --- date dimension -----------------------------------------------------------------------------
 
