@@ -3,6 +3,7 @@
     python bench/bench_scheduler.py                  # 60 s idle + 10 min soak on a temporary SQLite warehouse
     python bench/bench_scheduler.py --minutes 2 --idle-seconds 20
     python bench/bench_scheduler.py --database-url postgresql://postgres@127.0.0.1/bench
+    python bench/bench_scheduler.py --quiet-hour --tick 0.25   # an hour of idle ticks in 3 minutes, then stop
 
 Phase 1 (idle): the daemon holds one daily job due hours from now; its CPU time over
 --idle-seconds is measured (it should sleep until the job is due, waking only to look for
@@ -10,6 +11,13 @@ changed jobs every few seconds). Phase 2 (soak): an `every --seconds N` folder j
 the daemon runs, and a new extract of --rows lines is dropped into the folder every N seconds;
 the daemon's RSS and CPU are sampled every 5 s. At the end it is stopped with SIGTERM and the
 stop latency is measured. Linux only (reads /proc). Prints one JSON object.
+
+--quiet-hour: only the idle daemon, for an hour's worth of its ticks. The daemon wakes every
+`scheduler.reload_check_s` seconds (5 by default: 720 ticks an hour) to look for changed jobs;
+with --tick 0.25 those 720 ticks take 3 minutes. It holds one daily job due hours later. RSS
+(/proc/PID/status VmRSS) is sampled every --sample-ticks ticks and CPU time (/proc/PID/stat
+utime + stime) is read at both ends: start/end RSS, drift %, and CPU % both of the window and as
+a real hour of the same ticks would be (CPU seconds / 3600).
 """
 
 from __future__ import annotations
@@ -104,6 +112,54 @@ def one_shot_etl_peak_kb(url: str, env: dict, work: Path, rows: int) -> int:
     return usage.ru_maxrss  # KB on Linux
 
 
+def quiet_hour(url: str | None, tick: float, hour_ticks: int, sample_ticks: int) -> dict:
+    """An hour of idle ticks of the daemon (see --quiet-hour): RSS and CPU over the window."""
+    work = Path(tempfile.mkdtemp(prefix="rdp-bench-quiet-"))
+    url = url or f"sqlite:///{work / 'warehouse.db'}"
+    env = os.environ | {
+        "RDP_SCHEDULER__PID_FILE": str(work / "scheduler.pid"),
+        "RDP_LOGGING__FILE": str(work / "scheduler.log"),
+        "RDP_SCHEDULER__RELOAD_CHECK_S": str(tick),
+    }
+    (work / "quiet").mkdir()
+    later = (datetime.now() + timedelta(hours=6)).strftime("%H:%M")
+    cli(url, env, "schedule", "daily", "--name", "nightly", "--time", later, "--source", str(work / "quiet"), "--replace")
+    with open(work / "daemon.stderr", "wb") as err:
+        daemon = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--database-url", url, "schedule", "start"], env=env, stderr=err)
+    pid = daemon.pid
+    try:
+        time.sleep(5 + 20 * tick)  # imports, schema, the first reload and a few ticks: the daemon's settled size
+        samples = [(0.0, rss_kb(pid))]
+        cpu0, t0 = cpu_s(pid), time.monotonic()
+        window = hour_ticks * tick
+        while (elapsed := time.monotonic() - t0) < window:
+            time.sleep(min(sample_ticks * tick, window - elapsed))
+            samples.append((time.monotonic() - t0, rss_kb(pid)))
+        cpu, wall = cpu_s(pid) - cpu0, time.monotonic() - t0
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+    start, end = samples[0][1], samples[-1][1]
+    return {
+        "warehouse": url.split(":")[0],
+        "tick_s": tick,
+        "ticks": hour_ticks,
+        "ticks_stand_for_s": round(hour_ticks * 5.0),
+        "window_s": round(wall, 1),
+        "rss_mb_start": round(start / 1024, 1),
+        "rss_mb_end": round(end / 1024, 1),
+        "rss_mb_max": round(max(r for _, r in samples) / 1024, 1),
+        "rss_drift_percent": round(100 * (end - start) / start, 2),
+        "rss_slope_kb_per_min_of_window": round(slope_kb_per_min(samples), 1),
+        "cpu_s": round(cpu, 3),
+        "cpu_ms_per_tick": round(1000 * cpu / hour_ticks, 3),
+        "cpu_percent_of_window": round(100 * cpu / wall, 2),
+        "cpu_percent_of_a_real_hour": round(100 * cpu / (hour_ticks * 5.0), 4),
+        "sigterm_exit_code": code,
+        "work_dir": str(work),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="soak duration")
@@ -121,7 +177,14 @@ def main() -> None:
         "copies: every dropped file is a renamed copy of one loaded extract (skipped by checksum, archived): "
         "the scheduler's own work only, constant per run",
     )
+    parser.add_argument("--quiet-hour", action="store_true", help="only an hour of the idle daemon's ticks (see above)")
+    parser.add_argument("--tick", type=float, default=0.25, help="--quiet-hour: scheduler.reload_check_s of the daemon")
+    parser.add_argument("--ticks", type=int, default=720, help="--quiet-hour: ticks to run (720 = an hour at the default 5 s)")
+    parser.add_argument("--sample-ticks", type=int, default=20, help="--quiet-hour: ticks between RSS samples")
     args = parser.parse_args()
+    if args.quiet_hour:
+        print(json.dumps(quiet_hour(args.database_url, args.tick, args.ticks, args.sample_ticks), indent=2))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="rdp-bench-scheduler-"))
     url = args.database_url or f"sqlite:///{work / 'warehouse.db'}"

@@ -11,14 +11,26 @@ from utils.render import emit, table
 
 @click.group("config")
 def config_group() -> None:
-    """Show or check settings."""
+    """Show or check settings.
+
+    \b
+    Examples:
+      python main.py config show
+      python main.py config validate config/development.yaml
+    """
 
 
 @config_group.command("show")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
 def show(app, fmt: str) -> None:
-    """Print the effective settings (secrets masked) with their descriptions."""
+    """Print the effective settings (secrets masked) with their descriptions.
+
+    \b
+    Examples:
+      python main.py config show
+      python main.py config show --format json
+    """
     from config.settings import describe_settings
 
     rows = describe_settings(app.settings)
@@ -29,7 +41,12 @@ def show(app, fmt: str) -> None:
 @config_group.command("validate")
 @click.argument("file", type=click.Path(path_type=Path))
 def validate(file: Path) -> None:
-    """Check a YAML settings FILE: unknown keys and bad values are named with the file."""
+    """Check a YAML settings FILE: unknown keys and bad values are named with the file.
+
+    \b
+    Examples:
+      python main.py config validate config/development.yaml
+    """
     from config.settings import Settings, exposure_warning, read_config_file
 
     data = read_config_file(file)

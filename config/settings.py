@@ -251,6 +251,9 @@ class SchedulerSettings(_Section):
     archive_dir: str | None = Field(
         None, description="move files loaded by folder jobs here (relative to the project folder); empty keeps them"
     )
+    reload_check_s: float = Field(
+        5.0, gt=0, le=3600, description="the daemon's idle tick: seconds between its looks at scheduled_jobs for changed jobs"
+    )
 
 
 class LoggingSettings(_Section):

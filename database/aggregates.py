@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, Connection, Index, Integer, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from database.aggregate_sql import AGGREGATE_TABLES, DAILY, MONTHLY, ROLLUP_SOURCE, ROLLUPS
 from database.models import MONEY, Base
 
 if TYPE_CHECKING:  # pandas and the bulk writers load only when a run writes aggregates: readers of the
@@ -126,84 +127,12 @@ class AggProductTotals(_ProductSums, Base):
     product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
 
 
-# ROUND(..., 3): SQLite sums REALs in binary floating point; rounding gives back the exact
-# 3-decimal value the in-memory path writes, so both paths store identical numbers.
-RETURN_CASE = "CASE WHEN f.transaction_type = 'return' THEN {} ELSE 0 END"  # a fact's value when it is a return, else 0
-_SALE = "CASE WHEN f.transaction_type = 'sale' THEN {} ELSE 0 END"
-_ADJUSTMENT = "CASE WHEN f.transaction_type = 'adjustment' THEN {} ELSE 0 END"
-_INVOICES_OF = "COUNT(DISTINCT CASE WHEN f.transaction_type = '{}' THEN f.invoice_no END)"
-# Each aggregate as a SELECT over fact_sales: its columns in table order, `{where}` filters the facts.
-_SELECT = {
-    "agg_daily_product": f"""
-        SELECT f.date_key, f.product_key, COUNT(*) AS lines, SUM(f.quantity) AS units, ROUND(SUM(f.line_total), 3) AS revenue,
-               SUM({RETURN_CASE.format(1)}) AS return_lines, SUM({RETURN_CASE.format("f.quantity")}) AS return_units,
-               ROUND(SUM({RETURN_CASE.format("f.line_total")}), 3) AS return_revenue
-        FROM fact_sales f {{where}} GROUP BY f.date_key, f.product_key""",
-    "agg_daily_customer": f"""
-        SELECT f.date_key, f.customer_key, COUNT(*) AS lines, COUNT(DISTINCT f.invoice_no) AS invoices, SUM(f.quantity) AS units,
-               ROUND(SUM(f.line_total), 3) AS revenue, ROUND(SUM({RETURN_CASE.format("f.line_total")}), 3) AS return_revenue
-        FROM fact_sales f {{where}} GROUP BY f.date_key, f.customer_key""",
-    "agg_daily_orders": f"""
-        SELECT f.date_key, f.customer_key, {_INVOICES_OF.format("sale")} AS orders, SUM({_SALE.format("f.quantity")}) AS sale_units,
-               ROUND(SUM({_SALE.format("f.line_total")}), 3) AS sale_revenue, {_INVOICES_OF.format("return")} AS return_invoices,
-               SUM({RETURN_CASE.format("f.quantity")}) AS return_units, ROUND(SUM({RETURN_CASE.format("f.line_total")}), 3) AS return_revenue,
-               ROUND(SUM({_ADJUSTMENT.format("f.line_total")}), 3) AS adjustment_revenue
-        FROM fact_sales f {{where}} GROUP BY f.date_key, f.customer_key""",
-}
-# agg_monthly_product: the sums of agg_daily_product by month, over any relation `a` with its
-# columns (the table itself when refreshing, the daily aggregate's fact form for reports).
-_MONTHLY = """
-        SELECT a.date_key / 100 AS month_key, a.product_key, SUM(a.lines) AS lines, SUM(a.units) AS units,
-               ROUND(SUM(a.revenue), 3) AS revenue, SUM(a.return_lines) AS return_lines, SUM(a.return_units) AS return_units,
-               ROUND(SUM(a.return_revenue), 3) AS return_revenue
-        FROM {source} a {where} GROUP BY a.date_key / 100, a.product_key"""
-# The all-dates tables: sums of a daily or monthly table over any relation `a` with its columns.
-_ROLLUPS = {
-    "agg_monthly_sales": """
-        SELECT a.date_key / 100 AS month_key, SUM(a.lines) AS lines, SUM(a.invoices) AS invoices, SUM(a.units) AS units,
-               ROUND(SUM(a.revenue), 3) AS revenue, ROUND(SUM(a.return_revenue), 3) AS return_revenue
-        FROM {source} a {where} GROUP BY a.date_key / 100""",
-    "agg_customer_totals": """
-        SELECT a.customer_key, MAX(a.date_key) AS last_date_key, SUM(a.lines) AS lines, SUM(a.invoices) AS invoices,
-               SUM(a.units) AS units, ROUND(SUM(a.revenue), 3) AS revenue, ROUND(SUM(a.return_revenue), 3) AS return_revenue
-        FROM {source} a {where} GROUP BY a.customer_key""",
-    "agg_product_totals": """
-        SELECT a.product_key, SUM(a.lines) AS lines, SUM(a.units) AS units, ROUND(SUM(a.revenue), 3) AS revenue,
-               SUM(a.return_lines) AS return_lines, SUM(a.return_units) AS return_units, ROUND(SUM(a.return_revenue), 3) AS return_revenue
-        FROM {source} a {where} GROUP BY a.product_key""",
-}
-_ROLLUP_SOURCE = {
-    "agg_monthly_sales": "agg_daily_customer",
-    "agg_customer_totals": "agg_daily_customer",
-    "agg_product_totals": "agg_monthly_product",
-}
-COLUMNS = {
-    model.__tablename__: tuple(c.name for c in model.__table__.columns)
-    for model in (
-        AggDailyProduct,
-        AggDailyCustomer,
-        AggDailyOrders,
-        AggMonthlyProduct,
-        AggMonthlySales,
-        AggCustomerTotals,
-        AggProductTotals,
-    )
-}
+# Each table's columns in table order, from its model (a name in AGGREGATE_TABLES without a model fails here).
+COLUMNS = {table: tuple(c.name for c in Base.metadata.tables[table].columns) for table in AGGREGATE_TABLES}
 _REFRESH = {
     table: f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) " + select.format(where="WHERE f.date_key IN :dates")
-    for table, select in _SELECT.items()
+    for table, select in DAILY.items()
 }
-AGGREGATE_TABLES = (*_REFRESH, "agg_monthly_product", *_ROLLUPS)
-
-
-def from_facts(table: str) -> str:
-    """The aggregate `table` computed from fact_sales, as a derived table for a FROM clause: the
-    fact form of a query over the aggregates, with the very same definition."""
-    if table == "agg_monthly_product":
-        return "(" + _MONTHLY.format(source=from_facts("agg_daily_product"), where="").strip() + ")"
-    if table in _ROLLUPS:
-        return "(" + _ROLLUPS[table].format(source=from_facts(_ROLLUP_SOURCE[table]), where="").strip() + ")"
-    return "(" + _SELECT[table].format(where="").strip() + ")"
 
 
 def refresh(
@@ -244,8 +173,8 @@ def _refresh_months(conn: Connection, months: set[int], products_written: set[in
     """Recompute agg_monthly_product (but for `products_written`) and agg_monthly_sales for
     `months` (YYYYMM), set-based."""
     for table, chosen, select, source in (
-        ("agg_monthly_product", months - products_written, _MONTHLY, "agg_daily_product"),
-        ("agg_monthly_sales", months | products_written, _ROLLUPS["agg_monthly_sales"], _ROLLUP_SOURCE["agg_monthly_sales"]),
+        ("agg_monthly_product", months - products_written, MONTHLY, "agg_daily_product"),
+        ("agg_monthly_sales", months | products_written, ROLLUPS["agg_monthly_sales"], ROLLUP_SOURCE["agg_monthly_sales"]),
     ):
         if not chosen:
             continue
@@ -310,16 +239,16 @@ def _refresh_totals(conn: Connection, months: set[int], keys: _Keys) -> None:
         ("agg_customer_totals", "customer_key", keys.customers),
         ("agg_product_totals", "product_key", keys.products),
     ):
-        columns, source = ", ".join(COLUMNS[table]), _ROLLUP_SOURCE[table]
+        columns, source = ", ".join(COLUMNS[table]), ROLLUP_SOURCE[table]
         if len(chosen) > _Keys.LIMIT:
             conn.execute(text(f"DELETE FROM {table}"))
-            conn.execute(text(f"INSERT INTO {table} ({columns}) " + _ROLLUPS[table].format(source=source, where="")))
+            conn.execute(text(f"INSERT INTO {table} ({columns}) " + ROLLUPS[table].format(source=source, where="")))
             continue
         if not chosen:
             continue
         listed, params = bindparam("keys", expanding=True), {"keys": sorted(chosen)}
         conn.execute(text(f"DELETE FROM {table} WHERE {column} IN :keys").bindparams(listed), params)
-        select = _ROLLUPS[table].format(source=source, where=f"WHERE a.{column} IN :keys")
+        select = ROLLUPS[table].format(source=source, where=f"WHERE a.{column} IN :keys")
         conn.execute(text(f"INSERT INTO {table} ({columns}) {select}").bindparams(listed), params)
 
 

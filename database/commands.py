@@ -18,7 +18,13 @@ from utils.urls import mask_url
 @click.pass_obj
 def setup_command(app, fmt: str, print_ddl: bool) -> None:
     """Create the warehouse schema (safe to run again on an existing warehouse); with
-    warehouse.distributed: citus, also make its tables reference and distributed tables."""
+    warehouse.distributed: citus, also make its tables reference and distributed tables.
+
+    \b
+    Examples:
+      python main.py setup
+      python main.py setup --print-ddl
+    """
     from database.citus import render
     from database.schema import setup_schema
 
@@ -47,7 +53,13 @@ def setup_command(app, fmt: str, print_ddl: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
 def test_command(app, fmt: str) -> None:
-    """Check connectivity, schema and write access of the warehouse."""
+    """Check connectivity, schema and write access of the warehouse.
+
+    \b
+    Examples:
+      python main.py test
+      python main.py test --format json
+    """
     from database.schema import check_health
 
     report = check_health(app.engine)

@@ -11,7 +11,8 @@ from utils.files import write_private
 from utils.lazy import lazy_module
 from utils.render import emit, table
 
-v = lazy_module("metadata.versions")  # SQLAlchemy and the aggregates load when a versions command runs
+v = lazy_module("metadata.versions")  # SQLAlchemy loads when a versions command runs
+rb = lazy_module("metadata.rollback")  # the aggregates' refresh and the run ledger: rollback only
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json for scripts"
@@ -20,7 +21,13 @@ _FORMAT = click.option(
 
 @click.group("versions")
 def versions_group() -> None:
-    """Data versions: every successful load, replay and rollback; roll back bad loads."""
+    """Data versions: every successful load, replay and rollback; roll back bad loads.
+
+    \b
+    Examples:
+      python main.py versions list
+      python main.py versions rollback 2 --dry-run
+    """
 
 
 @versions_group.command("list")
@@ -28,7 +35,13 @@ def versions_group() -> None:
 @_FORMAT
 @click.pass_obj
 def versions_list(app, limit: int, fmt: str) -> None:
-    """List versions, newest first."""
+    """List versions, newest first.
+
+    \b
+    Examples:
+      python main.py versions list
+      python main.py versions list --limit 5 --format json
+    """
     rows = v.list_versions(app.engine, limit)
     shown = [
         {"version": r["run_id"], "kind": r["kind"], "status": r["status"], "started (UTC)": r["started_at"], "facts": f"{r['rows_loaded']:,}",
@@ -43,7 +56,12 @@ def versions_list(app, limit: int, fmt: str) -> None:
 @_FORMAT
 @click.pass_obj
 def versions_show(app, version: int, fmt: str) -> None:
-    """What VERSION changed, per table."""
+    """What VERSION changed, per table.
+
+    \b
+    Examples:
+      python main.py versions show 1
+    """
     data = v.get_version(app.engine, version)
     rows = [{"table": t, **{k: f"{n:,}" for k, n in changes.items()}} for t, changes in data["tables"].items()]
     columns = ["table", "inserted", "updated", "changed"]
@@ -56,7 +74,12 @@ def versions_show(app, version: int, fmt: str) -> None:
 @_FORMAT
 @click.pass_obj
 def versions_diff(app, a: int, b: int, fmt: str) -> None:
-    """Row counts and key metrics as of version A and as of version B."""
+    """Row counts and key metrics as of version A and as of version B.
+
+    \b
+    Examples:
+      python main.py versions diff 1 2
+    """
     data = v.diff_versions(app.engine, a, b)
     rows = [
         {
@@ -82,10 +105,16 @@ def _change(x: float, y: float) -> str:
 @_FORMAT
 @click.pass_obj
 def versions_rollback(app, version: int, yes: bool, dry_run: bool, fmt: str) -> None:
-    """Undo VERSION and every later load, newest first, in one transaction."""
+    """Undo VERSION and every later load, newest first, in one transaction.
+
+    \b
+    Examples:
+      python main.py versions rollback 2 --dry-run
+      python main.py versions rollback 2 --yes
+    """
     if not (yes or dry_run):
         click.confirm(f"Roll back version {version} and every later load?", abort=True, err=True)
-    result = v.rollback(app.engine, app.settings, version, dry_run=dry_run)
+    result = rb.rollback(app.engine, app.settings, version, dry_run=dry_run)
     totals = result.totals()
     data = {
         "rollback_run_id": result.rollback_run_id,
@@ -101,14 +130,25 @@ def versions_rollback(app, version: int, yes: bool, dry_run: bool, fmt: str) -> 
 
 @click.group("metadata")
 def metadata_group() -> None:
-    """Catalog, lineage and exports of the warehouse's metadata."""
+    """Catalog, lineage and exports of the warehouse's metadata.
+
+    \b
+    Examples:
+      python main.py metadata tables
+      python main.py metadata lineage --run 1
+    """
 
 
 @metadata_group.command("tables")
 @_FORMAT
 @click.pass_obj
 def metadata_tables(app, fmt: str) -> None:
-    """Every table with kind, rows, size, last load and description."""
+    """Every table with kind, rows, size, last load and description.
+
+    \b
+    Examples:
+      python main.py metadata tables
+    """
     from metadata.catalog import list_tables
 
     infos = [t.__dict__ for t in list_tables(app.engine)]
@@ -140,7 +180,12 @@ def _size(n: int | None) -> str:
 @_FORMAT
 @click.pass_obj
 def metadata_columns(app, table_name: str, fmt: str) -> None:
-    """Columns of TABLE_NAME with type, nullability, description, null share and distinct count."""
+    """Columns of TABLE_NAME with type, nullability, description, null share and distinct count.
+
+    \b
+    Examples:
+      python main.py metadata columns fact_sales
+    """
     from metadata.catalog import list_columns
 
     cols = list_columns(app.engine, table_name)
@@ -154,7 +199,14 @@ def metadata_columns(app, table_name: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["tree", "mermaid", "json"]), default="tree", show_default=True)
 @click.pass_obj
 def metadata_lineage(app, run_id: int | None, table_name: str | None, sales_key: int | None, fmt: str) -> None:
-    """Source -> cleaning -> tables of each load, column mappings, or the origin of one fact."""
+    """Source -> cleaning -> tables of each load, column mappings, or the origin of one fact.
+
+    \b
+    Examples:
+      python main.py metadata lineage --run 1
+      python main.py metadata lineage --sales-key 42
+      python main.py metadata lineage --table fact_sales --format mermaid
+    """
     from metadata import lineage as lin
 
     if sales_key is not None:
@@ -198,7 +250,13 @@ def _tree(runs: list[dict]):
 @click.option("--filename", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of standard output")
 @click.pass_obj
 def metadata_export(app, fmt: str, complete: bool, filename: Path | None) -> None:
-    """Export the catalog, lineage and versions (OpenLineage: one START/COMPLETE pair per load)."""
+    """Export the catalog, lineage and versions (OpenLineage: one START/COMPLETE pair per load).
+
+    \b
+    Examples:
+      python main.py metadata export
+      python main.py metadata export --format openlineage --filename lineage.json
+    """
     from metadata.export import render
 
     content = render(app.engine, fmt, complete)
@@ -214,7 +272,12 @@ def metadata_export(app, fmt: str, complete: bool, filename: Path | None) -> Non
 
 @click.group("docs")
 def docs_group() -> None:
-    """Generated documentation."""
+    """Generated documentation.
+
+    \b
+    Examples:
+      python main.py docs generate
+    """
 
 
 @docs_group.command("generate")
@@ -225,7 +288,13 @@ def docs_group() -> None:
 )
 @click.pass_obj
 def docs_generate(app, output_dir: Path | None) -> None:
-    """(Re)write schema.md, data_dictionary.md, lineage.md and quality.md from the live metadata."""
+    """(Re)write schema.md, data_dictionary.md, lineage.md and quality.md from the live metadata.
+
+    \b
+    Examples:
+      python main.py docs generate                 (into docs/generated/)
+      python main.py docs generate --output-dir /tmp/rdp-docs
+    """
     from metadata.docs import DEFAULT_DIR, generate
 
     output_dir = output_dir or DEFAULT_DIR

@@ -59,7 +59,13 @@ def _score(value: float) -> str:
 
 @click.group("quality")
 def quality_group() -> None:
-    """Data-quality checks, scores, reports and history."""
+    """Data-quality checks, scores, reports and history.
+
+    \b
+    Examples:
+      python main.py quality check
+      python main.py quality report
+    """
 
 
 @quality_group.command("check")
@@ -68,7 +74,13 @@ def quality_group() -> None:
 @click.pass_obj
 @click.pass_context
 def quality_check(ctx: click.Context, app, table_name: str | None, fmt: str) -> None:
-    """Run the checks on the warehouse now and keep the results; exit 1 when a blocking check fails."""
+    """Run the checks on the warehouse now and keep the results; exit 1 when a blocking check fails.
+
+    \b
+    Examples:
+      python main.py quality check
+      python main.py quality check --table fact_sales --format json
+    """
     from monitoring.gate import evaluate, record
 
     with warehouse(app, writes=True) as engine:
@@ -97,7 +109,12 @@ def quality_check(ctx: click.Context, app, table_name: str | None, fmt: str) -> 
 @_FORMAT
 @click.pass_obj
 def quality_checks(app, fmt: str) -> None:
-    """List every check with its table, threshold, severity and rule."""
+    """List every check with its table, threshold, severity and rule.
+
+    \b
+    Examples:
+      python main.py quality checks
+    """
     from monitoring.checks import catalogue
 
     specs = catalogue(app.settings)
@@ -115,7 +132,13 @@ def quality_checks(app, fmt: str) -> None:
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="write the report to this file instead of the terminal")
 @click.pass_obj
 def quality_report(app, run_id: int | None, fmt: str, output: Path | None) -> None:
-    """Scores, failing checks with samples, quarantine by reason, trends and anomalies."""
+    """Scores, failing checks with samples, quarantine by reason, trends and anomalies.
+
+    \b
+    Examples:
+      python main.py quality report
+      python main.py quality report --format html --output quality.html
+    """
     from monitoring.report import build_report, render
 
     with warehouse(app) as engine, engine.connect() as conn:
@@ -136,7 +159,13 @@ def quality_report(app, run_id: int | None, fmt: str, output: Path | None) -> No
 @_FORMAT
 @click.pass_obj
 def quality_history(app, check_name: str | None, last: int, fmt: str) -> None:
-    """Past results of the checks, newest first."""
+    """Past results of the checks, newest first.
+
+    \b
+    Examples:
+      python main.py quality history --last 10
+      python main.py quality history --check completeness.source.invoice_no
+    """
     from monitoring.checks import catalogue
     from monitoring.history import history, known_checks
 
@@ -158,7 +187,13 @@ def quality_history(app, check_name: str | None, last: int, fmt: str) -> None:
 
 @click.group("quarantine")
 def quarantine_group() -> None:
-    """Rows the ETL rejected, with their reasons and raw values."""
+    """Rows the ETL rejected, with their reasons and raw values.
+
+    \b
+    Examples:
+      python main.py quarantine list --limit 20
+      python main.py quarantine export --format csv --output quarantine.csv
+    """
 
 
 @quarantine_group.command("list")
@@ -168,7 +203,13 @@ def quarantine_group() -> None:
 @_FORMAT
 @click.pass_obj
 def quarantine_list(app, run_id: int | None, reason: str | None, limit: int, fmt: str) -> None:
-    """List quarantined rows (oldest first)."""
+    """List quarantined rows (oldest first).
+
+    \b
+    Examples:
+      python main.py quarantine list --limit 20
+      python main.py quarantine list --reason duplicate --run 1
+    """
     from monitoring.quarantine import list_rows
 
     with warehouse(app) as engine, engine.connect() as conn:
@@ -184,7 +225,12 @@ def quarantine_list(app, run_id: int | None, reason: str | None, limit: int, fmt
 @_FORMAT
 @click.pass_obj
 def quarantine_show(app, quarantine_id: int, fmt: str) -> None:
-    """One quarantined row in full, with what its reason codes mean."""
+    """One quarantined row in full, with what its reason codes mean.
+
+    \b
+    Examples:
+      python main.py quarantine show 1
+    """
     from monitoring.quarantine import show
 
     with warehouse(app) as engine, engine.connect() as conn:
@@ -200,7 +246,13 @@ def quarantine_show(app, quarantine_id: int, fmt: str) -> None:
 @click.option("--reason", help="only rows with this reason code")
 @click.pass_obj
 def quarantine_export(app, fmt: str, output: Path, run_id: int | None, reason: str | None) -> None:
-    """Export quarantined rows (all, or of one run / reason) to CSV or JSON."""
+    """Export quarantined rows (all, or of one run / reason) to CSV or JSON.
+
+    \b
+    Examples:
+      python main.py quarantine export --format csv --output quarantine.csv
+      python main.py quarantine export --reason non_positive_price --format json --output bad_prices.json
+    """
     from monitoring.quarantine import export
 
     with warehouse(app) as engine, engine.connect() as conn:
@@ -213,7 +265,13 @@ def quarantine_export(app, fmt: str, output: Path, run_id: int | None, reason: s
 
 @click.group("alerts")
 def alerts_group() -> None:
-    """Alerts on failed checks, anomalies and failed runs."""
+    """Alerts on failed checks, anomalies and failed runs.
+
+    \b
+    Examples:
+      python main.py alerts list
+      python main.py alerts test --channel log
+    """
 
 
 def _alert_rows(alerts: list[dict]) -> list[dict]:
@@ -231,7 +289,12 @@ def _alert_rows(alerts: list[dict]) -> list[dict]:
 @_FORMAT
 @click.pass_obj
 def alerts_run(app, run_id: int | None, fmt: str) -> None:
-    """Evaluate the alert rules over the latest results and send new alerts (the ETL does this after each run)."""
+    """Evaluate the alert rules over the latest results and send new alerts (the ETL does this after each run).
+
+    \b
+    Examples:
+      python main.py alerts run
+    """
     from monitoring.alerts import run_alerts
     from monitoring.history import require_run
 
@@ -250,7 +313,13 @@ def alerts_run(app, run_id: int | None, fmt: str) -> None:
 @_FORMAT
 @click.pass_obj
 def alerts_list(app, since: str | None, limit: int, fmt: str) -> None:
-    """Raised alerts, newest first."""
+    """Raised alerts, newest first.
+
+    \b
+    Examples:
+      python main.py alerts list --limit 10
+      python main.py alerts list --since 2026-01-01 --format json
+    """
     from monitoring.alerts import list_alerts, parse_since
 
     start = parse_since(since) if since else None
@@ -264,7 +333,12 @@ def alerts_list(app, since: str | None, limit: int, fmt: str) -> None:
 @_FORMAT
 @click.pass_obj
 def alerts_ack(app, alert_id: int, fmt: str) -> None:
-    """Acknowledge an alert."""
+    """Acknowledge an alert.
+
+    \b
+    Examples:
+      python main.py alerts ack 1
+    """
     from monitoring.alerts import ack
 
     with warehouse(app, writes=True) as engine, engine.begin() as conn:
@@ -278,7 +352,12 @@ def alerts_ack(app, alert_id: int, fmt: str) -> None:
 @_FORMAT
 @click.pass_obj
 def alerts_test(app, channel_name: str, fmt: str) -> None:
-    """Send a test alert on one channel; exit 1 if it cannot be delivered."""
+    """Send a test alert on one channel; exit 1 if it cannot be delivered.
+
+    \b
+    Examples:
+      python main.py alerts test --channel log
+    """
     from monitoring.alerts import send_test_alert
 
     alert = send_test_alert(app.settings, channel_name)

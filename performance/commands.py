@@ -46,6 +46,12 @@ def query_command(app, sql: str | None, name: str | None, params: tuple[str, ...
     SQL runs in a read-only transaction with a statement timeout (cache.statement_timeout_s);
     writes, several statements and COPY are refused. A cached answer is never stale: the key
     holds the warehouse's data version, which every load, replay and rollback changes.
+
+    \b
+    Examples:
+      python main.py query --named revenue_by_month
+      python main.py query --named top_products --param limit=5 --format csv
+      python main.py query "SELECT country, COUNT(*) AS customers FROM dim_customers GROUP BY country ORDER BY 2 DESC LIMIT 5"
     """
     if list_queries:
         _list(fmt)
@@ -113,14 +119,25 @@ def _print_result(result, fmt: str) -> None:
 
 @click.group("performance")
 def performance_group() -> None:
-    """Query cache, indexes and query analysis."""
+    """Query cache, indexes and query analysis.
+
+    \b
+    Examples:
+      python main.py performance cache-stats
+      python main.py performance analyze --named revenue_by_country
+    """
 
 
 @performance_group.command("cache-stats")
 @_FORMAT
 @click.pass_obj
 def cache_stats(app, fmt: str) -> None:
-    """Hits, misses, hit rate, entries, bytes and evictions of the query cache (all processes)."""
+    """Hits, misses, hit rate, entries, bytes and evictions of the query cache (all processes).
+
+    \b
+    Examples:
+      python main.py performance cache-stats
+    """
     cache = _open_cache(app)
     try:
         stats = cache.stats().as_dict()
@@ -134,7 +151,12 @@ def cache_stats(app, fmt: str) -> None:
 @performance_group.command("cache-clear")
 @click.pass_obj
 def cache_clear(app) -> None:
-    """Remove every cached answer and reset the statistics."""
+    """Remove every cached answer and reset the statistics.
+
+    \b
+    Examples:
+      python main.py performance cache-clear
+    """
     cache = _open_cache(app)
     try:
         removed = cache.clear()
@@ -148,7 +170,13 @@ def cache_clear(app) -> None:
 @_FORMAT
 @click.pass_obj
 def indexes_command(app, create: bool, fmt: str) -> None:
-    """Each index with its size and use (PostgreSQL statistics), and missing or unused ones."""
+    """Each index with its size and use (PostgreSQL statistics), and missing or unused ones.
+
+    \b
+    Examples:
+      python main.py performance indexes
+      python main.py performance indexes --create
+    """
     from performance import indexes as ix
 
     if create:
@@ -187,7 +215,13 @@ def _size(n: int | None) -> str:
 @click.pass_obj
 def analyze_command(app, sql: str | None, name: str | None, params: tuple[str, ...], fmt: str) -> None:
     """EXPLAIN ANALYZE (PostgreSQL) or EXPLAIN QUERY PLAN (SQLite), read-only: time, rows, full scans
-    of large tables, partitions, indexes and suggestions."""
+    of large tables, partitions, indexes and suggestions.
+
+    \b
+    Examples:
+      python main.py performance analyze --named revenue_by_country
+      python main.py performance analyze --query "SELECT COUNT(*) FROM fact_sales WHERE date_key >= 20110101"
+    """
     from performance import analyze as an
 
     if sql and name:
@@ -248,7 +282,12 @@ def _open_cache(app):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
 def partitions_command(app, fmt: str) -> None:
-    """Monthly partitions of fact_sales (PostgreSQL) with bounds, rows and size; strays sit in the default one."""
+    """Monthly partitions of fact_sales (PostgreSQL) with bounds, rows and size; strays sit in the default one.
+
+    \b
+    Examples:
+      python main.py performance partitions
+    """
     from database.partitions import DEFAULT_PARTITION, list_partitions
 
     with app.engine.connect() as conn:

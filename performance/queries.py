@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from database.aggregates import RETURN_CASE
+from database.aggregate_sql import RETURN_CASE
 from performance.sqlguard import QueryError
 
 DIALECT_FRAGMENTS = {

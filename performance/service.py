@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from config.cache import CacheSettings
 from config.settings import PROJECT_ROOT
-from database.aggregates import AGGREGATE_TABLES
+from database.aggregate_sql import AGGREGATE_TABLES
 from database.engine import path_problem
 from database.errors import describe
 from performance.cache import CacheUnavailable, DecodedAnswers, QueryCache, cache_key, encode_result, open_cache

@@ -60,7 +60,13 @@ def report_group() -> None:
     """Retail analytics: sales, products, countries, customers, returns, RFM, cohorts, an HTML dashboard.
 
     Every figure is defined in docs/reports.md; answers come from the query cache when the
-    warehouse has not changed since (never stale)."""
+    warehouse has not changed since (never stale).
+
+    \b
+    Examples:
+      python main.py report sales --by month
+      python main.py report products --top 10
+    """
 
 
 @report_group.command("sales")
@@ -73,7 +79,14 @@ def report_group() -> None:
 @click.pass_obj
 def sales_command(app, by: str, start: datetime | None, end: datetime | None, country: str | None, fmt: str, no_cache: bool) -> None:
     """Revenue, orders, units, average order value and returns share per period, with the change
-    against the previous period."""
+    against the previous period.
+
+    \b
+    Examples:
+      python main.py report sales --by month
+      python main.py report sales --by week --from 2011-09-01 --to 2011-11-30
+      python main.py report sales --country France --format csv
+    """
     from reports.analytics import sales_report
 
     if start and end and start > end:
@@ -96,7 +109,13 @@ def sales_command(app, by: str, start: datetime | None, end: datetime | None, co
 @_NO_CACHE
 @click.pass_obj
 def products_command(app, top: int, by: str, include_non_merchandise: bool, fmt: str, no_cache: bool) -> None:
-    """Best sellers: units sold and returned, return rate, net revenue and its share."""
+    """Best sellers: units sold and returned, return rate, net revenue and its share.
+
+    \b
+    Examples:
+      python main.py report products --top 10
+      python main.py report products --by returns --top 5
+    """
     from reports.analytics import products_report
 
     _show(_with_service(app, lambda s: products_report(s, top, by, include_non_merchandise, use_cache=not no_cache)), fmt)
@@ -107,7 +126,13 @@ def products_command(app, top: int, by: str, include_non_merchandise: bool, fmt:
 @_NO_CACHE
 @click.pass_obj
 def countries_command(app, fmt: str, no_cache: bool) -> None:
-    """Customers, orders, units, revenue, share, average order value and returns share per country."""
+    """Customers, orders, units, revenue, share, average order value and returns share per country.
+
+    \b
+    Examples:
+      python main.py report countries
+      python main.py report countries --format json
+    """
     from reports.analytics import countries_report
 
     _show(_with_service(app, lambda s: countries_report(s, use_cache=not no_cache)), fmt)
@@ -119,7 +144,12 @@ def countries_command(app, fmt: str, no_cache: bool) -> None:
 @_NO_CACHE
 @click.pass_obj
 def customers_command(app, top: int, fmt: str, no_cache: bool) -> None:
-    """The customers with the most net revenue: orders, units, average order value, first and last order."""
+    """The customers with the most net revenue: orders, units, average order value, first and last order.
+
+    \b
+    Examples:
+      python main.py report customers --top 20
+    """
     from reports.analytics import customers_report
 
     _show(_with_service(app, lambda s: customers_report(s, top, use_cache=not no_cache)), fmt)
@@ -133,7 +163,13 @@ def customers_command(app, top: int, fmt: str, no_cache: bool) -> None:
 @_NO_CACHE
 @click.pass_obj
 def returns_command(app, by: str, top: int, include_non_merchandise: bool, fmt: str, no_cache: bool) -> None:
-    """Cancelled revenue, return rates by product (most units returned) or by country."""
+    """Cancelled revenue, return rates by product (most units returned) or by country.
+
+    \b
+    Examples:
+      python main.py report returns
+      python main.py report returns --by country
+    """
     from reports.analytics import returns_report
 
     _show(_with_service(app, lambda s: returns_report(s, by, top, include_non_merchandise, use_cache=not no_cache)), fmt)
@@ -151,7 +187,13 @@ def returns_command(app, by: str, top: int, include_non_merchandise: bool, fmt: 
 @_NO_CACHE
 @click.pass_obj
 def rfm_command(app, export: Path | None, fmt: str, no_cache: bool) -> None:
-    """Recency, frequency and monetary scores (1-5) and the customers and revenue of each segment."""
+    """Recency, frequency and monetary scores (1-5) and the customers and revenue of each segment.
+
+    \b
+    Examples:
+      python main.py report rfm
+      python main.py report rfm --export rfm.csv
+    """
     from reports.analytics import rfm_report, rfm_with_customers
     from reports.output import to_csv, write_private
 
@@ -171,7 +213,12 @@ def rfm_command(app, export: Path | None, fmt: str, no_cache: bool) -> None:
 @_NO_CACHE
 @click.pass_obj
 def cohorts_command(app, fmt: str, no_cache: bool) -> None:
-    """Monthly acquisition cohorts and the share of each still ordering in month +1, +2, ..."""
+    """Monthly acquisition cohorts and the share of each still ordering in month +1, +2, ...
+
+    \b
+    Examples:
+      python main.py report cohorts
+    """
     from reports.analytics import cohorts_report
 
     _show(_with_service(app, lambda s: cohorts_report(s, use_cache=not no_cache)), fmt)
@@ -192,7 +239,12 @@ def cohorts_command(app, fmt: str, no_cache: bool) -> None:
 @click.pass_obj
 def dashboard_command(app, output: Path, fmt: str, no_cache: bool) -> None:
     """One self-contained HTML page (no network): revenue trend, top products, countries, returns,
-    RFM segments, cohort heat map, data freshness and the latest quality score."""
+    RFM segments, cohort heat map, data freshness and the latest quality score.
+
+    \b
+    Examples:
+      python main.py report dashboard --output dashboard.html
+    """
     from reports.dashboard import write_dashboard
     from utils.render import emit
 

@@ -4,7 +4,7 @@ Every report query is written once over `{orders}` (agg_daily_orders: per date a
 version, orders and the sale / return / adjustment split) and `{products}` (agg_monthly_product:
 per month and product).
 Its aggregate form reads those tables; its fact form reads the very same aggregates computed
-from fact_sales on the fly (`database.aggregates.from_facts`), so both forms give one answer
+from fact_sales on the fly (`database.aggregate_sql.from_facts`), so both forms give one answer
 and the fact form serves a warehouse without the tables or with `cache.use_aggregates: false`.
 Dialect differences are `{placeholders}` filled from performance.queries.DIALECT_FRAGMENTS.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from database.aggregates import from_facts
+from database.aggregate_sql import from_facts
 from performance.queries import NamedQuery
 from reports.rfm import segment_case
 

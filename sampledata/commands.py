@@ -16,7 +16,12 @@ _FORMAT = click.option(
 
 @click.group("data")
 def data_group() -> None:
-    """Sample data."""
+    """Sample data.
+
+    \b
+    Examples:
+      python main.py data generate --rows 5000 --output sample.csv
+    """
 
 
 @data_group.command("generate")
@@ -36,7 +41,13 @@ def data_group() -> None:
 @click.option("--days", type=click.IntRange(1, 10_000), default=374, show_default=True, help="days the rows spread over")
 @_FORMAT
 def data_generate(rows, seed, output: Path, split, stores, overwrite: bool, start, days: int, fmt: str) -> None:
-    """Write a synthetic extract with the profile of the real UCI Online Retail file (one file, or a folder with --split)."""
+    """Write a synthetic extract with the profile of the real UCI Online Retail file (one file, or a folder with --split).
+
+    \b
+    Examples:
+      python main.py data generate --rows 5000 --output sample.csv
+      python main.py data generate --rows 20000 --split day --days 7 --output daily/
+    """
     from sampledata.generator import generate_folder, generate_sales
 
     if stores is not None and split != "store":

@@ -61,7 +61,13 @@ def _job_options(func: Callable) -> Callable:
 
 @click.group("schedule")
 def schedule_group() -> None:
-    """Scheduled jobs kept in the warehouse, and the daemon that runs them."""
+    """Scheduled jobs kept in the warehouse, and the daemon that runs them.
+
+    \b
+    Examples:
+      python main.py schedule list
+      python main.py schedule start
+    """
 
 
 def _add(
@@ -166,7 +172,13 @@ def _job_row(row) -> dict:
 @_FORMAT
 @click.pass_obj
 def schedule_list(app, fmt: str) -> None:
-    """List the jobs with their schedule, next and last run."""
+    """List the jobs with their schedule, next and last run.
+
+    \b
+    Examples:
+      python main.py schedule list
+      python main.py schedule list --format json
+    """
     rows = [_job_row(r) for r in jobs.list_jobs(app.engine)] if jobs.tables_exist(app.engine) else []
     shown = [
         {"name": r["name"], "runs": r["kind"] if r["kind"] != "etl" else f"etl {r['source']}", "options": r["options"],
@@ -181,7 +193,12 @@ def schedule_list(app, fmt: str) -> None:
 @click.argument("name")
 @click.pass_obj
 def schedule_remove(app, name: str) -> None:
-    """Remove a job (its history stays)."""
+    """Remove a job (its history stays).
+
+    \b
+    Examples:
+      python main.py schedule remove nightly
+    """
     jobs.ensure_schema(app.engine)
     jobs.remove_job(app.engine, name)
     _notify(app)
@@ -192,7 +209,12 @@ def schedule_remove(app, name: str) -> None:
 @click.argument("name")
 @click.pass_obj
 def schedule_enable(app, name: str) -> None:
-    """Enable a job; its next run counts from now."""
+    """Enable a job; its next run counts from now.
+
+    \b
+    Examples:
+      python main.py schedule enable nightly
+    """
     jobs.ensure_schema(app.engine)
     jobs.set_enabled(app.engine, name, True)
     _notify(app)
@@ -203,7 +225,12 @@ def schedule_enable(app, name: str) -> None:
 @click.argument("name")
 @click.pass_obj
 def schedule_disable(app, name: str) -> None:
-    """Disable a job (kept, not run by the daemon; schedule run NAME still runs it)."""
+    """Disable a job (kept, not run by the daemon; schedule run NAME still runs it).
+
+    \b
+    Examples:
+      python main.py schedule disable nightly
+    """
     jobs.ensure_schema(app.engine)
     jobs.set_enabled(app.engine, name, False)
     _notify(app)
@@ -215,7 +242,12 @@ def schedule_disable(app, name: str) -> None:
 @_FORMAT
 @click.pass_obj
 def schedule_run(app, name: str, fmt: str) -> None:
-    """Run a job now, in the foreground (with retries; skipped if it is running elsewhere)."""
+    """Run a job now, in the foreground (with retries; skipped if it is running elsewhere).
+
+    \b
+    Examples:
+      python main.py schedule run nightly
+    """
     from scheduling.runner import JobRunner
 
     jobs.ensure_schema(app.engine)
@@ -234,7 +266,13 @@ def schedule_run(app, name: str, fmt: str) -> None:
 @_FORMAT
 @click.pass_obj
 def schedule_history(app, name: str | None, status: str | None, limit: int, fmt: str) -> None:
-    """The jobs' runs, newest first: status, attempt, ETL runs, files loaded, message."""
+    """The jobs' runs, newest first: status, attempt, ETL runs, files loaded, message.
+
+    \b
+    Examples:
+      python main.py schedule history --limit 20
+      python main.py schedule history --name nightly --status failed
+    """
     rows = history.list_runs(app.engine, name, limit, status) if jobs.tables_exist(app.engine) else []
     shown = [
         {"id": r["job_run_id"], "job": r["job_name"], "trigger": r["trigger"], "status": r["status"], "try": r["attempt"],
@@ -257,7 +295,13 @@ def _seconds(row: dict) -> str:
 @schedule_group.command("start")
 @click.pass_obj
 def schedule_start(app) -> None:
-    """Run the scheduler daemon in the foreground until SIGTERM / Ctrl-C (finishes the job in progress)."""
+    """Run the scheduler daemon in the foreground until SIGTERM / Ctrl-C (finishes the job in progress).
+
+    \b
+    Examples:
+      python main.py schedule start
+      nohup python main.py schedule start > scheduler.out 2>&1 &
+    """
     from scheduling.daemon import Daemon
 
     path = _pid_path(app)
@@ -276,7 +320,13 @@ def schedule_start(app) -> None:
 @click.option("--timeout", type=click.FloatRange(0), default=60, show_default=True, help="seconds to wait for the job in progress")
 @click.pass_obj
 def schedule_stop(app, timeout: float) -> None:
-    """Stop the daemon on this machine (it finishes the job in progress first)."""
+    """Stop the daemon on this machine (it finishes the job in progress first).
+
+    \b
+    Examples:
+      python main.py schedule stop
+      python main.py schedule stop --timeout 120
+    """
     pid = stop_daemon(_pid_path(app), timeout)
     click.echo(f"Scheduler (pid {pid}) stopped.")
 
@@ -285,7 +335,12 @@ def schedule_stop(app, timeout: float) -> None:
 @_FORMAT
 @click.pass_obj
 def schedule_status(app, fmt: str) -> None:
-    """Whether the daemon runs on this machine, and each job's next and last run."""
+    """Whether the daemon runs on this machine, and each job's next and last run.
+
+    \b
+    Examples:
+      python main.py schedule status
+    """
     path = _pid_path(app)
     pid = running_pid(path)
     rows = [_job_row(r) for r in jobs.list_jobs(app.engine)] if jobs.tables_exist(app.engine) else []

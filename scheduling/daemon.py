@@ -1,7 +1,7 @@
 """The scheduler daemon: runs the warehouse's enabled jobs on time, one at a time.
 
 It sleeps until the next job is due (`schedule`'s idle_seconds), waking early on a signal or
-every few seconds to see whether `scheduled_jobs` changed. SIGTERM / SIGINT: finish the job in
+every `scheduler.reload_check_s` seconds (5) to see whether `scheduled_jobs` changed. SIGTERM / SIGINT: finish the job in
 progress, then exit 0 (a second signal aborts the job; its load is rolled back). SIGHUP: look
 for changed jobs now (the `schedule` commands send it after a change).
 
@@ -45,7 +45,6 @@ from utils.urls import mask_url
 
 log = logging.getLogger(__name__)
 
-RELOAD_CHECK_S = 5.0  # how often `scheduled_jobs` is compared with the loaded definitions
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ISOLATE_JOBS = sys.platform.startswith("linux")  # a child per job needs fork and PR_SET_PDEATHSIG
 MAX_START_WAIT_S = 60.0  # longest pause between tries while the warehouse is unreachable at start
@@ -180,13 +179,13 @@ class Daemon:
         try:
             self.reload()
         except (PlatformError, SQLAlchemyError) as exc:
-            self.next_check = time.monotonic() + RELOAD_CHECK_S
+            self.next_check = time.monotonic() + self.settings.scheduler.reload_check_s
             log.warning("could not read scheduled_jobs (%s); keeping the loaded jobs", str(exc).splitlines()[0])
 
     def reload(self) -> None:
         """Bring the timetable in line with `scheduled_jobs` (enabled jobs only)."""
         self.reload_requested = False
-        self.next_check = time.monotonic() + RELOAD_CHECK_S
+        self.next_check = time.monotonic() + self.settings.scheduler.reload_check_s
         wanted = {name: job for name, job in jobs.definitions(self.engine).items() if job.enabled}
         for name in [n for n, (job, _) in self.loaded.items() if wanted.get(n) != job]:
             self.timetable.cancel_job(self.loaded.pop(name)[1])

@@ -216,3 +216,11 @@ def test_monthly_product_rows_of_new_months_come_from_the_run_and_overlapping_mo
     etl_json(run_cli, generate_sales(tmp_path / "jan-feb.csv", 1_500, seed=4, start=date(2011, 1, 15), days=40).path)
     assert_aggregates_consistent(warehouse_url)
     assert written == [{201101}, {201102}]  # January the second time round went through SQL
+
+
+def test_aggregate_names_are_the_models_tables():
+    """database.aggregate_sql names every aggregate table the models define, and no other."""
+    from database.aggregate_sql import AGGREGATE_TABLES
+    from database.models import Base
+
+    assert sorted(AGGREGATE_TABLES) == sorted(t for t in Base.metadata.tables if t.startswith("agg_"))

@@ -1,7 +1,8 @@
 """Cheap commands must not load the ETL's libraries (issue #21): help screens, --version,
 config, schedule definitions and listings, and answers served from the query cache.
 
-Each command runs in a subprocess that reports, at exit, which heavy modules were imported."""
+Each command runs in a subprocess that reports, at exit, which heavy modules were imported (and
+whether SQLAlchemy's ORM was: the cached answers must not need the warehouse's models)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("pandas", "pyarrow", "numpy")
+ORM = "sqlalchemy.orm"  # the warehouse's models: a cached answer needs the aggregates' names and SQL only
 PROBE = (
     "import atexit, json, runpy, sys\n"
-    "atexit.register(lambda: sys.__stderr__.write('MODULES=' + json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy})) + '\\n'))\n"
+    "atexit.register(lambda: sys.__stderr__.write('MODULES=' + json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy} or m == {orm!r})) + '\\n'))\n"
     "sys.argv = ['main.py', *sys.argv[1:]]\n"
     "runpy.run_path({main!r}, run_name='__main__')\n"
 )
@@ -26,7 +28,7 @@ GROUPS = ("config", "schedule", "query", "report", "performance", "versions", "m
 
 
 def loaded(args: list[str], env: dict[str, str]) -> list[str]:
-    code = PROBE.format(heavy=set(HEAVY), main=str(ROOT / "main.py"))
+    code = PROBE.format(heavy=set(HEAVY), orm=ORM, main=str(ROOT / "main.py"))
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     line = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
     assert line, proc.stderr
@@ -58,4 +60,14 @@ def test_help_and_version_load_no_dataframe_library(args):
      ["query", "--named", "revenue_by_month", "--format", "json"], ["report", "sales"], ["performance", "cache-stats"]],
 )  # fmt: skip
 def test_cheap_commands_load_no_dataframe_library(args, warehouse):
+    assert [m for m in loaded(args, warehouse) if m != ORM] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["query", "--named", "revenue_by_month"], ["query", "--named", "revenue_by_month", "--format", "json"], ["report", "sales"],
+     ["report", "sales", "--format", "json"]],
+)  # fmt: skip
+def test_cached_answers_load_no_orm(args, warehouse):
+    """Answered from the cache: the aggregates' table names and SQL come from database.aggregate_sql, not the models."""
     assert loaded(args, warehouse) == []

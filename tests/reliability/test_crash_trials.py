@@ -34,7 +34,7 @@ from config.settings import load_settings
 from database.engine import make_engine
 from database.schema import setup_schema
 from etl.ledger import INTERRUPTED
-from metadata.versions import rollback
+from metadata.rollback import rollback
 from tests.reliability.helpers import (
     CliProcess,
     DerivedInputs,
