@@ -159,7 +159,7 @@ def etl_command(app, source: str, job_name: str, fmt: str, **options) -> None:
 
     \b
     Examples:
-      python main.py etl --source data/online_retail.csv
+      python main.py etl --source data/sample_sales.csv
       python main.py etl --source online_retail_II.xlsx --sheet "Year 2010-2011"
       python main.py etl --source sqlite:///shop.db --query "SELECT * FROM sales" --map UnitPrice=price
 
@@ -189,7 +189,13 @@ def _waiting() -> None:
 
 @click.group("runs")
 def runs_group() -> None:
-    """The run ledger."""
+    """The run ledger.
+
+    \b
+    Examples:
+      python main.py runs list
+      python main.py runs show 1 --format json
+    """
 
 
 @runs_group.command("list")
@@ -197,7 +203,13 @@ def runs_group() -> None:
 @_FORMAT
 @click.pass_obj
 def runs_list(app, limit: int, fmt: str) -> None:
-    """List the latest runs with their counts."""
+    """List the latest runs with their counts.
+
+    \b
+    Examples:
+      python main.py runs list
+      python main.py runs list --limit 5 --format json
+    """
     rows = [dict(r._mapping) for r in ledger.last_runs(app.engine, limit)]
     short = {"run_id": "run", "job_name": "job", "status": "status", "started_at": "started (UTC)", "duration_s": "seconds",
              "rows_read": "read", "rows_loaded": "loaded", "rows_quarantined": "quarantined", "rows_already_loaded": "already"}  # fmt: skip
@@ -218,7 +230,13 @@ def _fmt_count(value: object) -> object:
 @_FORMAT
 @click.pass_obj
 def runs_show(app, run_id: int, fmt: str) -> None:
-    """Show one run of the ledger in full."""
+    """Show one run of the ledger in full.
+
+    \b
+    Examples:
+      python main.py runs show 1
+      python main.py runs show 1 --format json
+    """
     run = ledger.get_run(app.engine, run_id)
     if run is None:
         raise PlatformError(f"run {run_id} not found; see python main.py runs list")
@@ -236,7 +254,14 @@ def runs_show(app, run_id: int, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_obj
 def quarantine_replay(app, run_id: int | None, reason: str | None, dry_run: bool, fmt: str) -> None:
-    """Re-process quarantined rows under the current rules; rows that now pass are loaded exactly once."""
+    """Re-process quarantined rows under the current rules; rows that now pass are loaded exactly once.
+
+    \b
+    Examples:
+      python main.py quarantine replay --dry-run
+      python main.py quarantine replay --reason bad_invoice_date
+      python main.py quarantine replay --run 3 --format json
+    """
     from etl.replay import replay
 
     result = replay(app.engine, app.settings, run_id, reason, dry_run)

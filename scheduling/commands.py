@@ -138,7 +138,13 @@ def schedule_daily(app, at_time: str, **options) -> None:
 @_job_options
 @click.pass_obj
 def schedule_weekly(app, day: str, at_time: str, **options) -> None:
-    """Run a job once a week on --day at --time."""
+    """Run a job once a week on --day at --time. An etl job takes every option of etl, checked now.
+
+    \b
+    Examples:
+      python main.py schedule weekly --name weekly-quality --day mon --time 06:00 --kind quality
+      python main.py schedule weekly --name weekly-load --day sun --time 01:30 --source /srv/weekly/sales.csv.gz
+    """
     _add(app, schedule_type="weekly", weekday=day, at_time=at_time, **options)
 
 
@@ -148,7 +154,13 @@ def schedule_weekly(app, day: str, at_time: str, **options) -> None:
 @_job_options
 @click.pass_obj
 def schedule_every(app, minutes: int | None, seconds: int | None, **options) -> None:
-    """Run a job again N minutes (or seconds) after the previous run ended."""
+    """Run a job again N minutes (or seconds) after the previous run ended. An etl job takes every option of etl.
+
+    \b
+    Examples:
+      python main.py schedule every --name drop --minutes 15 --source 'incoming/*.csv' --archive-dir incoming/done
+      python main.py schedule every --name alerts --minutes 5 --kind alerts
+    """
     if (minutes is None) == (seconds is None):
         raise click.UsageError("give exactly one of --minutes N or --seconds N")
     _add(app, schedule_type="every", interval_s=seconds or minutes * 60, **options)
