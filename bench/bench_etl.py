@@ -2,8 +2,12 @@
 
 Shared machines are noisy, so every figure is measured next to a floor taken in the same run:
 `psql \\copy` of the same file into a plain table of eight text columns (the least work any
-loader has to do). Each round runs, in this order, the floor, the PostgreSQL end-to-end load,
-the SQLite end-to-end load and the memory loads, so drift hits all of them alike. After each
+loader has to do). Each round runs, in this order, the floor, the hand-written PostgreSQL
+reference (bench/reference_pg.sql), the PostgreSQL end-to-end load, the hand-written DuckDB
+reference (bench/reference_duckdb.py), the SQLite end-to-end load, the bare imports of a load's
+libraries, the incremental load (the real file's last day into a SQLite warehouse holding the
+rest, built once before the rounds, untimed) and the memory loads, so drift hits all of them
+alike; each load's ratio to its reference is taken within the round (issue #20). After each
 end-to-end load, the same database writes that load's rows again by itself (bench/write_floor.py:
 no Python, no parsing), the least time any loader of this warehouse can take. The report
 shows medians over the rounds and, for the ratios, the median of each round's own ratio. The
@@ -15,10 +19,11 @@ fresh warehouse. Wall time is the whole child process (start-up included); peak 
 child's maximum resident set (`/usr/bin/time -f %M`, or psutil polling where that is missing).
 
 Scratch objects, all dropped again at the end (unless --keep-files), nothing else touched: in
-database `rdp_bench` (created if missing) the table `public.bench_copy_floor` and the schema
+database `rdp_bench` (created if missing) the table `public.bench_copy_floor` and the schemas
 `rdp_bench_warehouse` (the PostgreSQL warehouse, reached through search_path in the URL, as the
-tests do) and `rdp_bench_writes` (its copy); a temporary folder holding the SQLite warehouses and
-the generated extracts.
+tests do), `rdp_bench_writes` (its copy) and `rdp_bench_reference` (the PostgreSQL reference's);
+a temporary folder holding the SQLite warehouses, the DuckDB reference's file, the generated
+extracts and the incremental line's two slices of the real file.
 """
 
 from __future__ import annotations
