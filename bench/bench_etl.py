@@ -2,8 +2,12 @@
 
 Shared machines are noisy, so every figure is measured next to a floor taken in the same run:
 `psql \\copy` of the same file into a plain table of eight text columns (the least work any
-loader has to do). Each round runs, in this order, the floor, the PostgreSQL end-to-end load,
-the SQLite end-to-end load and the memory loads, so drift hits all of them alike. After each
+loader has to do). Each round runs, in this order, the floor, the hand-written PostgreSQL
+reference (bench/reference_pg.sql), the PostgreSQL end-to-end load, the hand-written DuckDB
+reference (bench/reference_duckdb.py), the SQLite end-to-end load, the bare imports of a load's
+libraries, the incremental load (the real file's last day into a SQLite warehouse holding the
+rest, built once before the rounds, untimed) and the memory loads, so drift hits all of them
+alike; each load's ratio to its reference is taken within the round (issue #20). After each
 end-to-end load, the same database writes that load's rows again by itself (bench/write_floor.py:
 no Python, no parsing), the least time any loader of this warehouse can take. The report
 shows medians over the rounds and, for the ratios, the median of each round's own ratio. The
@@ -15,10 +19,11 @@ fresh warehouse. Wall time is the whole child process (start-up included); peak 
 child's maximum resident set (`/usr/bin/time -f %M`, or psutil polling where that is missing).
 
 Scratch objects, all dropped again at the end (unless --keep-files), nothing else touched: in
-database `rdp_bench` (created if missing) the table `public.bench_copy_floor` and the schema
+database `rdp_bench` (created if missing) the table `public.bench_copy_floor` and the schemas
 `rdp_bench_warehouse` (the PostgreSQL warehouse, reached through search_path in the URL, as the
-tests do) and `rdp_bench_writes` (its copy); a temporary folder holding the SQLite warehouses and
-the generated extracts.
+tests do), `rdp_bench_writes` (its copy) and `rdp_bench_reference` (the PostgreSQL reference's);
+a temporary folder holding the SQLite warehouses, the DuckDB reference's file, the generated
+extracts and the incremental line's two slices of the real file.
 """
 
 from __future__ import annotations
@@ -46,10 +51,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench import write_floor
+from bench import references, write_floor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REAL = REPO_ROOT.parent / "shared" / "datasets" / "online_retail.csv"
+DEFAULT_REAL = Path(os.environ.get("RDP_REAL_DATASET") or REPO_ROOT.parent / "shared" / "datasets" / "online_retail.csv")
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
@@ -76,9 +81,26 @@ TARGET_PG_RATIO = 3.0
 TARGET_SQLITE_RATIO = 6.0
 TARGET_PEAK_MB = 400.0
 TARGET_SCALE_GROWTH = 1.2
+# Issue #20: ours against the hand-written references and the bare imports, same rounds.
+TARGET_VS_PG_REFERENCE, MOONSHOT_VS_PG_REFERENCE = 1.0, 0.7
+TARGET_VS_DUCKDB_REFERENCE, MOONSHOT_VS_DUCKDB_REFERENCE = 3.0, 2.0
+TARGET_INCREMENTAL = 1.5
 
-KINDS = ("floor", "postgresql", "pg_writes", "sqlite", "sqlite_writes", "memory_1x", "memory_nx")
+KINDS = (
+    "floor",
+    "pg_reference",
+    "postgresql",
+    "pg_writes",
+    "duckdb_reference",
+    "sqlite",
+    "sqlite_writes",
+    "imports",
+    "incremental",
+    "memory_1x",
+    "memory_nx",
+)
 LOADS = ("postgresql", "sqlite")
+REFERENCE = {"postgresql": "pg_reference", "sqlite": "duckdb_reference", "incremental": "imports"}  # ours -> its reference
 WRITES = {"postgresql": "pg_writes", "sqlite": "sqlite_writes"}  # each load's own database floor (bench/write_floor.py)
 WRITES_URL = schema_url(write_floor.WRITES_SCHEMA)
 
@@ -110,6 +132,7 @@ class Sample:
     rows_per_s: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     run: dict | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # star table -> rows, after the load (untimed)
 
 
 # -- child processes ------------------------------------------------------------------------
@@ -119,35 +142,39 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:]) or "(empty)"
 
 
-def run_child(cmd: list[str], what: str, env: dict[str, str] | None = None) -> Child:
-    """Run `cmd` to completion; its wall time and peak RSS. Raises BenchError if it fails."""
-    if Path(TIME_BIN).exists():
-        child, rc = _run_with_time(cmd, env)
-    else:
-        child, rc = _run_with_polling(cmd, env)
+def run_child(cmd: list[str], what: str, env: dict[str, str] | None = None, stdin: Path | None = None) -> Child:
+    """Run `cmd` to completion (reading `stdin`, a file, if given); its wall time and peak RSS.
+    Raises BenchError if it fails."""
+    with stdin.open("rb") if stdin else open(os.devnull, "rb") as feed:
+        if Path(TIME_BIN).exists():
+            child, rc = _run_with_time(cmd, env, feed)
+        else:
+            child, rc = _run_with_polling(cmd, env, feed)
     if rc != 0:
         raise BenchError(f"{what} failed (exit code {rc}).\ncommand: {' '.join(cmd)}\nstderr:\n{_tail(child.stderr)}")
     return child
 
 
-def _run_with_time(cmd: list[str], env: dict[str, str] | None) -> tuple[Child, int]:
+def _run_with_time(cmd: list[str], env: dict[str, str] | None, feed) -> tuple[Child, int]:
     with tempfile.NamedTemporaryFile("r", prefix="rdp-bench-time-", suffix=".txt") as out:
         start = time.perf_counter()
-        proc = subprocess.run([TIME_BIN, "-f", "%M", "-o", out.name, *cmd], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+        proc = subprocess.run(
+            [TIME_BIN, "-f", "%M", "-o", out.name, *cmd], stdin=feed, capture_output=True, text=True, cwd=REPO_ROOT, env=env
+        )
         wall = time.perf_counter() - start
         report = [line for line in Path(out.name).read_text().splitlines() if line.strip()]
     peak = int(report[-1]) if report and report[-1].strip().isdigit() else None
     return Child(wall, peak, proc.stdout, proc.stderr), proc.returncode
 
 
-def _run_with_polling(cmd: list[str], env: dict[str, str] | None) -> tuple[Child, int]:
+def _run_with_polling(cmd: list[str], env: dict[str, str] | None, feed) -> tuple[Child, int]:
     try:
         import psutil
     except ImportError:
         psutil = None
     peak = [0]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
+    proc = subprocess.Popen(cmd, stdin=feed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
 
     def poll() -> None:
         try:
@@ -210,6 +237,22 @@ def drop_floor_table() -> None:
     psql(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
 
 
+def drop_reference_schema() -> None:
+    psql(f"DROP SCHEMA IF EXISTS {references.REFERENCE_SCHEMA} CASCADE")
+
+
+def pg_star_counts(schema: str) -> dict[str, int]:
+    values = psql(references.star_counts_sql(schema)).split("|")
+    return dict(zip(references.STAR_TABLES, map(int, values), strict=True))
+
+
+def sqlite_star_counts(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as conn:
+        counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in references.STAR_TABLES}
+    conn.close()
+    return counts
+
+
 # -- measurements ---------------------------------------------------------------------------
 
 
@@ -226,6 +269,60 @@ def measure_floor(source: Path, rnd: int) -> Sample:
         raise BenchError(f"psql \\copy printed no row count:\n{_tail(child.stdout)}\n{_tail(child.stderr)}")
     rows = int(match.group(1))
     return Sample("floor", rnd, child.wall_s, _mb(child.peak_kb), rows, rows_per_s=rows / child.wall_s)
+
+
+def measure_pg_reference(rnd: int, source: Path, rows: int | None) -> Sample:
+    """bench/reference_pg.sql into a fresh schema, the file on psql's standard input; the whole psql process is timed."""
+    schema = references.REFERENCE_SCHEMA
+    psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+    env = os.environ | {"PGCLIENTENCODING": "UTF8"}
+    child = run_child(references.pg_reference_command(_psql_base(BENCH_DB), schema), "PostgreSQL reference load", env, stdin=source)
+    counts = pg_star_counts(schema)
+    drop_reference_schema()
+    return Sample("pg_reference", rnd, child.wall_s, _mb(child.peak_kb), rows or 0, counts=counts)
+
+
+def measure_duckdb_reference(rnd: int, source: Path, workdir: Path, rows: int | None) -> Sample:
+    """bench/reference_duckdb.py into a new DuckDB file, timed as a child process (start and import duckdb included)."""
+    target = workdir / "reference.duckdb"
+    remove_sqlite(target)  # the file and its .wal
+    child = run_child(references.duckdb_reference_command(source, target), "DuckDB reference load")
+    try:
+        counts = {k: int(v) for k, v in json.loads(child.stdout).items()}
+    except (json.JSONDecodeError, AttributeError, ValueError):
+        raise BenchError(f"the DuckDB reference printed no counts:\n{_tail(child.stdout)}\n{_tail(child.stderr)}") from None
+    remove_sqlite(target)
+    return Sample("duckdb_reference", rnd, child.wall_s, _mb(child.peak_kb), rows or 0, counts=counts)
+
+
+def measure_imports(rnd: int) -> Sample:
+    """`python -c "import pandas, pyarrow.csv, ..."`: the incremental line's baseline."""
+    child = run_child(references.imports_command(), "the bare imports")
+    return Sample("imports", rnd, child.wall_s, _mb(child.peak_kb), 0)
+
+
+def prepare_incremental(plan: Plan, console: Console) -> None:
+    """The real file minus its last day into a SQLite warehouse (untimed, once); the last day as the extract."""
+    folder = plan.workdir / "incremental"
+    folder.mkdir()
+    rest, lastday, day, rest_rows, day_rows = references.split_last_day(plan.real, folder)
+    console.print(f"incremental: {rest_rows:,} rows before {day} loaded as the warehouse (untimed); the extract holds {day_rows:,} rows")
+    base = folder / "base.db"
+    load = measure_load("incremental", 0, sqlite_url(base), rest, rest_rows)
+    plan.incremental = {"base": base, "extract": lastday, "day": str(day), "rows": day_rows, "base_rows": rest_rows,
+                        "base_load_s": round(load.wall_s, 2)}  # fmt: skip
+
+
+def measure_incremental(plan: Plan, rnd: int) -> Sample:
+    """A day's extract into a copy of the warehouse holding the rest of the file, as a timed child (process included)."""
+    db = plan.workdir / "incremental.db"
+    remove_sqlite(db)
+    base = plan.incremental["base"]
+    for leftover in base.parent.glob(base.name + "*"):
+        shutil.copyfile(leftover, db.with_name(db.name + leftover.name[len(base.name) :]))
+    sample = measure_load("incremental", rnd, sqlite_url(db), plan.incremental["extract"], plan.incremental["rows"])
+    remove_sqlite(db)
+    return sample
 
 
 def measure_load(kind: str, rnd: int, url: str, source: Path, expected_rows: int | None) -> Sample:
@@ -344,19 +441,29 @@ class Plan:
     keep_files: bool
     workdir: Path
     generated: dict[str, dict] = field(default_factory=dict)
+    incremental: dict = field(default_factory=dict)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     kinds = {
         None: KINDS,
         "copy": ("floor",),
-        "postgresql": ("floor", "postgresql", "pg_writes"),
-        "sqlite": ("floor", "sqlite", "sqlite_writes"),
+        "postgresql": ("floor", "pg_reference", "postgresql", "pg_writes"),
+        "sqlite": ("floor", "duckdb_reference", "sqlite", "sqlite_writes"),
+        "references": ("floor", "pg_reference", "postgresql", "duckdb_reference", "sqlite"),
+        "incremental": ("imports", "incremental"),
         "memory": ("memory_1x", "memory_nx"),
     }[args.only]
     real = args.real.resolve()
-    if any(k in kinds for k in ("floor", "postgresql", "sqlite")) and not real.is_file():
-        raise BenchError(f"the real extract {real} does not exist; pass its path with --real")
+    if any(k in kinds for k in ("floor", "postgresql", "sqlite", "incremental")) and not real.is_file():
+        raise BenchError(f"the real extract {real} does not exist; pass its path with --real (or set RDP_REAL_DATASET)")
+    if "duckdb_reference" in kinds:
+        try:
+            importlib.metadata.version("duckdb")
+        except importlib.metadata.PackageNotFoundError:
+            raise BenchError(
+                "the DuckDB reference needs duckdb, a benchmark-only dependency: pip install -r bench/requirements.txt"
+            ) from None
     workdir = Path(tempfile.mkdtemp(prefix="rdp-bench-"))
     return Plan(kinds, args.repeat, real, args.scale, min(args.scale_repeat, args.repeat), args.keep_files, workdir)
 
@@ -385,22 +492,42 @@ def warm_file_cache(path: Path) -> None:
 
 
 def run_round(plan: Plan, rnd: int, floor_rows: int | None) -> list[Sample]:
+    """One round, each reference right before its own load: floor, PostgreSQL reference, ours into
+    PostgreSQL (and its writes floor), DuckDB reference, ours into SQLite (and its writes floor),
+    the bare imports, the incremental load, the memory loads."""
     samples: list[Sample] = []
     if "floor" in plan.kinds:
         samples.append(measure_floor(plan.real, rnd))
         floor_rows = samples[-1].rows
+    if "pg_reference" in plan.kinds:
+        samples.append(measure_pg_reference(rnd, plan.real, floor_rows))
     if "postgresql" in plan.kinds:
         fresh_warehouse()
         samples.append(measure_load("postgresql", rnd, PG_WAREHOUSE_URL, plan.real, floor_rows))
+        samples[-1].counts = pg_star_counts(WAREHOUSE_SCHEMA)
         if "pg_writes" in plan.kinds:
             samples.append(measure_pg_writes(rnd, plan.workdir, samples[-1].run["rows_loaded"]))
-    for kind in ("sqlite", "memory_1x", "memory_nx"):
+    if "duckdb_reference" in plan.kinds:
+        samples.append(measure_duckdb_reference(rnd, plan.real, plan.workdir, floor_rows))
+    samples += run_sqlite_loads(plan, rnd, floor_rows, ("sqlite",))
+    if "imports" in plan.kinds:
+        samples.append(measure_imports(rnd))
+    if "incremental" in plan.kinds:
+        samples.append(measure_incremental(plan, rnd))
+    return samples + run_sqlite_loads(plan, rnd, floor_rows, ("memory_1x", "memory_nx"))
+
+
+def run_sqlite_loads(plan: Plan, rnd: int, floor_rows: int | None, kinds: tuple[str, ...]) -> list[Sample]:
+    samples: list[Sample] = []
+    for kind in kinds:
         if kind not in plan.kinds or (kind == "memory_nx" and rnd <= plan.repeat - plan.scale_repeat):
             continue
         db = plan.workdir / f"{kind}.db"
         remove_sqlite(db)
         source, rows = (plan.real, floor_rows) if kind == "sqlite" else (plan.generated[kind]["path"], plan.generated[kind]["rows"])
         samples.append(measure_load(kind, rnd, sqlite_url(db), source, rows))
+        if kind == "sqlite":
+            samples[-1].counts = sqlite_star_counts(db)
         if kind == "sqlite" and "sqlite_writes" in plan.kinds:
             samples.append(measure_sqlite_writes(rnd, db, samples[-1].run["rows_loaded"]))
         if not plan.keep_files:
@@ -437,7 +564,7 @@ def machine_facts(uses_pg: bool) -> dict:
         "psql_client": subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip() if uses_pg else None,
         "peak_memory_by": "/usr/bin/time -f %M" if Path(TIME_BIN).exists() else "psutil polling (10 ms)",
     }
-    for package in ("pandas", "pyarrow", "SQLAlchemy", "psycopg2-binary"):
+    for package in ("pandas", "pyarrow", "SQLAlchemy", "psycopg2-binary", "duckdb"):
         try:
             facts[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -500,9 +627,11 @@ def summarise(samples: list[Sample]) -> dict[str, dict]:
         runs = [s for s in samples if s.kind == kind]
         if not runs:
             continue
-        paired = [s.wall_s / floors[s.round] for s in runs if s.round in floors and kind in (*LOADS, *WRITES.values())]
+        paired = [s.wall_s / floors[s.round] for s in runs if s.round in floors and kind in (*LOADS, *WRITES.values(), *REFERENCE.values())]
         writes = {s.round: s.wall_s for s in samples if s.kind == WRITES.get(kind)}
         over_writes = [s.wall_s / writes[s.round] for s in runs if s.round in writes]
+        reference = {s.round: s.wall_s for s in samples if s.kind == REFERENCE.get(kind)}
+        over_reference = [s.wall_s / reference[s.round] for s in runs if s.round in reference]
         summary[kind] = {
             "runs": len(runs),
             "rows": runs[0].rows,
@@ -517,6 +646,9 @@ def summarise(samples: list[Sample]) -> dict[str, dict]:
             "ratio_to_floor_all": [round(r, 2) for r in paired],
             "ratio_to_writes": _median(over_writes),
             "ratio_to_writes_all": [round(r, 2) for r in over_writes],
+            "ratio_to_reference": _median(over_reference),
+            "ratio_to_reference_all": [round(r, 2) for r in over_reference],
+            "counts": runs[-1].counts,
             "median_run_timings": _median_sample(runs).timings,
             "median_run_duration_s": _median_sample(runs).duration_s,
         }
@@ -533,6 +665,23 @@ def evaluate_targets(summary: dict[str, dict], scale: int) -> list[dict]:
         off = f"{(1 - measured / limit) * 100:.0f}% headroom" if met else f"missed: {measured / limit:.2f}× the limit"
         targets.append({"target": name, "measured": round(measured, 2), "limit": limit, "unit": unit, "met": met, "by": off})
 
+    vs_pg = summary.get("postgresql", {}).get("ratio_to_reference")
+    add(f"PostgreSQL end to end ≤ {TARGET_VS_PG_REFERENCE:g}× hand-written SQL load", vs_pg, TARGET_VS_PG_REFERENCE, "×")
+    add(f"PostgreSQL end to end ≤ {MOONSHOT_VS_PG_REFERENCE:g}× hand-written SQL load (moonshot)", vs_pg, MOONSHOT_VS_PG_REFERENCE, "×")
+    vs_duck = summary.get("sqlite", {}).get("ratio_to_reference")
+    add(f"SQLite end to end ≤ {TARGET_VS_DUCKDB_REFERENCE:g}× hand-written DuckDB load", vs_duck, TARGET_VS_DUCKDB_REFERENCE, "×")
+    add(
+        f"SQLite end to end ≤ {MOONSHOT_VS_DUCKDB_REFERENCE:g}× hand-written DuckDB load (moonshot)",
+        vs_duck,
+        MOONSHOT_VS_DUCKDB_REFERENCE,
+        "×",
+    )
+    add(
+        f"incremental day (SQLite) ≤ {TARGET_INCREMENTAL:g}× bare imports",
+        summary.get("incremental", {}).get("ratio_to_reference"),
+        TARGET_INCREMENTAL,
+        "×",
+    )
     add(f"PostgreSQL end to end ≤ {TARGET_PG_RATIO:g}× floor", summary.get("postgresql", {}).get("ratio_to_floor"), TARGET_PG_RATIO, "×")
     add(f"SQLite end to end ≤ {TARGET_SQLITE_RATIO:g}× floor", summary.get("sqlite", {}).get("ratio_to_floor"), TARGET_SQLITE_RATIO, "×")
     # The same limits applied to the databases writing the load's rows alone: can any loader meet them?
@@ -562,6 +711,10 @@ def evaluate_targets(summary: dict[str, dict], scale: int) -> list[dict]:
 def _label(kind: str, scale: int) -> str:
     return {
         "floor": "psql \\copy floor (real file)",
+        "pg_reference": "PostgreSQL reference (hand-written SQL, psql)",
+        "duckdb_reference": "DuckDB reference (hand-written, child process)",
+        "imports": "bare imports (python -c 'import pandas, …')",
+        "incremental": "SQLite incremental: last day into the rest",
         "postgresql": "PostgreSQL end to end (real file)",
         "pg_writes": "PostgreSQL writes alone (psql: same rows, ANALYZE of the fact)",
         "sqlite": "SQLite end to end (real file)",
@@ -581,7 +734,9 @@ def figures_table(summary: dict[str, dict], scale: int) -> Table:
         title_justify="left",
         caption="outside run: wall - in-process (interpreter start, imports, checksum, schema set-up, exit); "
         "rows/s: rows / psql wall for the floor, rows_read / in-process duration for loads; "
-        "ratio: wall / floor wall of the same round; × writes: end-to-end wall / the same database writing the same rows alone",
+        "ratio: wall / floor wall of the same round; × writes: end-to-end wall / the same database writing the same rows alone; "
+        "× reference: ours / its reference of the same round (PostgreSQL: the hand-written SQL load; SQLite: the hand-written "
+        "DuckDB load; incremental: the bare imports)",
         caption_justify="left",
     )
     for name in (
@@ -595,6 +750,7 @@ def figures_table(summary: dict[str, dict], scale: int) -> Table:
         "peak MB",
         "ratio to floor",
         "× writes",
+        "× reference",
     ):
         table.add_column(name, justify="left" if name == "measurement" else "right")
     for kind, s in summary.items():
@@ -602,9 +758,69 @@ def figures_table(summary: dict[str, dict], scale: int) -> Table:
         table.add_row(
             _label(kind, scale), str(s["runs"]), f"{s['rows']:,}", _fmt(s["wall_s"], ".2f"), _fmt(s["duration_s"], ".2f"),
             _fmt(s["outside_run_s"], ".2f"), _fmt(s["rows_per_s"], ",.0f"), _fmt(s["peak_mb"], ".0f"), ratio,
-            _fmt(s["ratio_to_writes"], ".2f"),
+            _fmt(s["ratio_to_writes"], ".2f"), _fmt(s["ratio_to_reference"], ".2f"),
         )  # fmt: skip
     return table
+
+
+def references_table(summary: dict[str, dict]) -> Table | None:
+    """Ours beside its reference of the same rounds (issue #20), with the per-round ratios."""
+    pairs = [
+        ("PostgreSQL, real file", "postgresql", TARGET_VS_PG_REFERENCE, MOONSHOT_VS_PG_REFERENCE),
+        ("SQLite, real file (reference: DuckDB)", "sqlite", TARGET_VS_DUCKDB_REFERENCE, MOONSHOT_VS_DUCKDB_REFERENCE),
+        ("SQLite, last day into the rest (reference: bare imports)", "incremental", TARGET_INCREMENTAL, None),
+    ]
+    rows = [(name, kind, t, m) for name, kind, t, m in pairs if kind in summary and REFERENCE[kind] in summary]
+    if not rows:
+        return None
+    table = Table(title="Ours against the references (medians; ratio: median of each round's own ratio)", title_justify="left")
+    for name in ("load", "reference wall s", "ours wall s", "ours / reference", "each round", "target", "moonshot"):
+        table.add_column(name, justify="left" if name == "load" else "right")
+    for name, kind, target, moonshot in rows:
+        ours, ref = summary[kind], summary[REFERENCE[kind]]
+        ratio = ours["ratio_to_reference"]
+        mark = "" if ratio is None else (" [green]met[/]" if ratio <= target else " [red]missed[/]")
+        table.add_row(
+            name, _fmt(ref["wall_s"], ".2f"), _fmt(ours["wall_s"], ".2f"), _fmt(ratio, ".2f") + mark,
+            ", ".join(f"{r:.2f}" for r in ours["ratio_to_reference_all"]), f"≤ {target:g}",
+            "—" if moonshot is None else f"≤ {moonshot:g}",
+        )  # fmt: skip
+    return table
+
+
+def counts_table(summary: dict[str, dict]) -> Table | None:
+    """Star table counts of ours and the references (last round), side by side: the sanity check."""
+    kinds = [k for k in ("postgresql", "pg_reference", "sqlite", "duckdb_reference") if summary.get(k, {}).get("counts")]
+    if not kinds:
+        return None
+    table = Table(
+        title="Rows in the star (last round)",
+        title_justify="left",
+        caption="the references drop what they reject; ours quarantines it. Facts should differ by what ours quarantines "
+        "for rules the references do not apply",
+        caption_justify="left",
+    )
+    table.add_column("table")
+    for kind in kinds:
+        table.add_column(_label(kind, 0).split(" (")[0], justify="right")
+    for t in references.STAR_TABLES:
+        table.add_row(t, *[f"{summary[k]['counts'].get(t, 0):,}" for k in kinds])
+    return table
+
+
+def check_counts(summary: dict[str, dict], samples: list[Sample], console: Console) -> None:
+    """Warn when a reference's facts differ from ours by more than ours quarantines beyond the references' rules."""
+    for ours, ref in (("postgresql", "pg_reference"), ("sqlite", "duckdb_reference")):
+        if not (summary.get(ours, {}).get("counts") and summary.get(ref, {}).get("counts")):
+            continue
+        run = next(s.run for s in reversed(samples) if s.kind == ours)
+        beyond = references.beyond_reference_rules(run.get("quarantine_by_reason"))
+        ours_facts, ref_facts = summary[ours]["counts"]["fact_sales"], summary[ref]["counts"]["fact_sales"]
+        if not 0 <= ref_facts - ours_facts <= beyond:
+            console.print(
+                f"[bold yellow]warning:[/] {_label(ref, 0)} wrote {ref_facts:,} facts, ours {ours_facts:,}; ours quarantined "
+                f"{beyond:,} rows for rules the reference does not apply"
+            )
 
 
 def targets_table(targets: list[dict]) -> Table:
@@ -687,7 +903,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.bench_etl", description="Load benchmark of the ETL against a psql \\copy floor measured in the same run."
     )
     parser.add_argument(
-        "--only", choices=["sqlite", "postgresql", "copy", "memory"], help="measure one thing (sqlite/postgresql also run the floor)"
+        "--only",
+        choices=["sqlite", "postgresql", "references", "incremental", "copy", "memory"],
+        help="measure one thing (sqlite/postgresql also run the floor and their reference; references: the floor, both "
+        "references and both loads; incremental: the last day into a warehouse of the rest, against the bare imports)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported (default 3)")
     parser.add_argument("--real", type=Path, default=DEFAULT_REAL, help=f"the real extract (default {DEFAULT_REAL})")
@@ -722,6 +941,8 @@ def cleanup(plan: Plan, console: Console) -> None:
             drop_warehouse()
         if "pg_writes" in plan.kinds:
             psql(f"DROP SCHEMA IF EXISTS {write_floor.WRITES_SCHEMA} CASCADE")
+        if "pg_reference" in plan.kinds:
+            drop_reference_schema()
     except BenchError as exc:
         console.print(f"[yellow]warning:[/] could not drop the scratch tables: {exc}")
 
@@ -730,7 +951,7 @@ def benchmark(args: argparse.Namespace, console: Console) -> int:
     started = datetime.now()
     plan = make_plan(args)
     try:
-        uses_pg = any(k in plan.kinds for k in ("floor", "postgresql"))
+        uses_pg = any(k in plan.kinds for k in ("floor", "postgresql", "pg_reference"))
         if uses_pg:
             ensure_bench_database()
         facts = machine_facts(uses_pg)
@@ -739,6 +960,8 @@ def benchmark(args: argparse.Namespace, console: Console) -> int:
             generate_inputs(plan, console)
         if plan.real.is_file():
             warm_file_cache(plan.real)
+        if "incremental" in plan.kinds:
+            prepare_incremental(plan, console)
         code_before, began = source_hashes(), time.perf_counter()
         samples = run_all(plan, console)
         elapsed, code_after = time.perf_counter() - began, source_hashes()
@@ -751,8 +974,10 @@ def benchmark(args: argparse.Namespace, console: Console) -> int:
     targets = evaluate_targets(summary, plan.scale)
     console.print(figures_table(summary, plan.scale))
     stages = stages_table(summary, plan.scale)
-    if stages is not None:
-        console.print(stages)
+    for extra in (stages, references_table(summary), counts_table(summary)):
+        if extra is not None:
+            console.print(extra)
+    check_counts(summary, samples, console)
     console.print(targets_table(targets))
     payload = {
         "started": started.isoformat(timespec="seconds"),
@@ -773,6 +998,7 @@ def benchmark(args: argparse.Namespace, console: Console) -> int:
             "changed_during_run": changed,
         },
         "generated": {k: {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items()} for k, v in plan.generated.items()},
+        "incremental": {k: str(v) if isinstance(v, Path) else v for k, v in plan.incremental.items()},
         "measure_seconds": round(elapsed, 1),
         "summary": summary,
         "targets": targets,
