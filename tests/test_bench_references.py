@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from bench import references
-from etl.generator import generate_sales
+from sampledata.generator import generate_sales
 from tests.conftest import PG_URL, Cli
 
 
