@@ -78,10 +78,10 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
     `warehouse.distributed: citus`, first check that the server has Citus (nothing is written when
     it has not), then make the tables Citus tables in the same transaction (database/citus.py)."""
     citus = warehouse is not None and warehouse.distributed == "citus"
+    if citus:
+        require_citus(engine)  # before anything is created: a refused set-up leaves no file behind
     create_sqlite_file(engine)
     try:
-        if citus:
-            require_citus(engine)
         missing = missing_tables(engine)
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql" and "fact_sales" in missing:
