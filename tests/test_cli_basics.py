@@ -170,3 +170,45 @@ def test_schema_check_reads_the_tables_and_columns_the_inspector_sees(run_cli: C
         assert ("etl_runs", "source_profile") in missing_columns(engine)
     finally:
         engine.dispose()
+
+
+def test_the_current_customer_version_index_is_partial_on_both_back_ends(run_cli: Cli, warehouse_url: str) -> None:
+    """One current version per customer, any number of expired ones: the unique index has a
+    WHERE is_current on SQLite and on PostgreSQL (named there when the table is created)."""
+    from sqlalchemy import create_engine, text
+
+    run_cli("setup")
+    engine = create_engine(warehouse_url.replace("postgresql://", "postgresql+psycopg2://"))
+    sql = (
+        "SELECT sql FROM sqlite_master WHERE name = 'ux_dim_customers_current'"
+        if warehouse_url.startswith("sqlite")
+        else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ux_dim_customers_current' AND schemaname = current_schema()"
+    )
+    try:
+        with engine.connect() as conn:
+            definition = conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+    assert "UNIQUE" in definition.upper() and "WHERE IS_CURRENT" in definition.upper().replace("(", "").replace(")", "")
+
+
+def test_setup_adds_a_missing_current_version_index_as_partial(run_cli: Cli, warehouse_url: str) -> None:
+    """A warehouse made before the index: setup creates it, partial on both back ends."""
+    from sqlalchemy import create_engine, text
+
+    run_cli("setup")
+    engine = create_engine(warehouse_url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP INDEX ux_dim_customers_current"))
+        assert run_cli("setup").exit_code == 0
+        sql = (
+            "SELECT sql FROM sqlite_master WHERE name = 'ux_dim_customers_current'"
+            if warehouse_url.startswith("sqlite")
+            else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ux_dim_customers_current' AND schemaname = current_schema()"
+        )
+        with engine.connect() as conn:
+            definition = conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+    assert "WHERE IS_CURRENT" in definition.upper().replace("(", "").replace(")", "")
