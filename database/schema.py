@@ -15,7 +15,7 @@ from database.aggregates import AGGREGATE_TABLES, refresh
 from database.citus import distribute, require_citus
 from database.engine import create_sqlite_file, path_problem, sqlite_file
 from database.errors import describe
-from database.models import UNKNOWN_CUSTOMER_KEY, DimCustomer
+from database.models import UNKNOWN_CUSTOMER_KEY, DimCustomer, current_version_only_on_postgresql
 from database.partitions import create_partitioned_fact
 from database.tables import METADATA
 from utils.errors import DatabaseError
@@ -50,19 +50,46 @@ def missing_tables(engine: Engine) -> list[str]:
     path = sqlite_file(engine)
     if path is not None and not path.is_file():
         return list(METADATA.tables)  # no warehouse file yet: nothing to look into (and nothing created)
-    existing = set(inspect(engine).get_table_names())
+    existing = _table_columns(engine)
     return [t for t in METADATA.tables if t not in existing]
 
 
 def missing_columns(engine_or_conn) -> list[tuple[str, str]]:
     """(table, column) of nullable columns a newer version added to tables that already exist."""
-    inspector = inspect(engine_or_conn)
-    existing = set(inspector.get_table_names())
+    existing = _table_columns(engine_or_conn)
     found = []
     for table in METADATA.sorted_tables:
         if table.name in existing:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
+            have = existing[table.name]
             found += [(table.name, c.name) for c in table.columns if c.name not in have and c.nullable]
+    return found
+
+
+# Every table of the default schema with its columns, in one query (each run checks them; the
+# inspector asked once per table).
+_TABLE_COLUMNS = {
+    "sqlite": "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'",
+    "postgresql": (
+        "SELECT c.relname, a.attname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped"
+    ),
+}
+
+
+def _table_columns(engine_or_conn) -> dict[str, set[str]]:
+    """{table: its column names} of the default schema (the tables the inspector's get_table_names lists)."""
+    sql = _TABLE_COLUMNS.get(engine_or_conn.dialect.name)
+    if sql is None:
+        inspector = inspect(engine_or_conn)
+        return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            rows = conn.execute(text(sql)).all()
+    else:
+        rows = engine_or_conn.execute(text(sql)).all()
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
     return found
 
 
@@ -112,6 +139,7 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
 def _create_missing_indexes(conn, missing: list[str]) -> None:
     """Indexes a newer version added to tables that already existed (create_all skips those tables)."""
     existing = set(inspect(conn).get_table_names())
+    current_version_only_on_postgresql(DimCustomer.__table__, conn)  # create_all's table event does not run here
     for table in METADATA.sorted_tables:
         if table.name in existing and table.name not in missing:
             for index in table.indexes:

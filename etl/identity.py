@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 _SEP = "\x1f"
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_NULL_HASH = np.iinfo(np.uint64).max
 
 
 def line_identity(fields: pd.DataFrame) -> np.ndarray:
@@ -27,8 +28,13 @@ def line_identity(fields: pd.DataFrame) -> np.ndarray:
     if len(fields) == 0:
         return np.empty(0, dtype=np.uint64)
     arrays = [pa.array(fields[c].astype("str")) for c in fields.columns]
-    joined = pd.Series(pc.binary_join_element_wise(*arrays, pa.scalar(_SEP, arrays[0].type)), dtype="str")
-    return pd.util.hash_pandas_object(joined, index=False).to_numpy(dtype=np.uint64)
+    joined = pc.binary_join_element_wise(*arrays, pa.scalar(_SEP, arrays[0].type))
+    # The hash pandas.util.hash_pandas_object gives a "str" Series of these lines, without its
+    # dictionary encoding (lines are nearly all distinct: it found almost nothing to share).
+    hashes = pd.util.hash_array(joined.fill_null("").to_numpy(zero_copy_only=False), categorize=False)
+    if joined.null_count:
+        hashes[joined.is_null().to_numpy(zero_copy_only=False)] = _NULL_HASH  # as pandas hashes a missing value
+    return hashes
 
 
 def _mix(values: np.ndarray) -> np.ndarray:

@@ -151,7 +151,8 @@ class WarehouseLoader:
         self.stopwatch = stopwatch or Stopwatch()
         self.counts = LoadCounts(timings=self.stopwatch.timings)
         self.keys = KeyState()  # read from the warehouse in prepare()
-        self.quarantine_ids = np.empty(0, dtype=np.int64)
+        self.quarantine_held = 0  # lines earlier runs quarantined
+        self._quarantine_ids: np.ndarray | None = None  # all of them, read once a run's chunks are as many
         self.facts_empty = True
         self.partitions: set[str] | None = None
         self.dates_inserted = 0
@@ -197,9 +198,7 @@ class WarehouseLoader:
                 self.conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
                 self.conn.execute(text(ddl))
             self.keys = self._read_keys()
-            self.quarantine_ids = np.sort(
-                np.fromiter((k for (k,) in self.conn.execute(text("SELECT line_id FROM etl_quarantine"))), dtype=np.int64)
-            )
+            self.quarantine_held = int(self.conn.execute(text("SELECT COUNT(*) FROM etl_quarantine")).scalar_one())
             self.facts_empty = self.conn.execute(text("SELECT 1 FROM fact_sales LIMIT 1")).first() is None
             if is_partitioned(self.conn):
                 self.partitions = existing_partitions(self.conn)
@@ -334,7 +333,7 @@ class WarehouseLoader:
 
     def _known_facts(self, accepted: pd.DataFrame) -> np.ndarray:
         ids = accepted["line_id"].to_numpy(dtype=np.int64)
-        known = _isin_sorted(ids, self.quarantine_ids)
+        known = self._in_quarantine(ids)
         if self.facts_empty or not len(ids):
             return known
         lo, hi = int(accepted["date_key"].min()), int(accepted["date_key"].max())
@@ -364,9 +363,30 @@ class WarehouseLoader:
         sql = "SELECT f.line_id FROM stg_line_keys k JOIN fact_sales f ON f.date_key = k.date_key AND f.line_id = k.line_id"
         return sql, {}
 
+    def _in_quarantine(self, ids: np.ndarray) -> np.ndarray:
+        """Which of `ids` earlier runs quarantined. A chunk much smaller than the quarantine (a
+        day's extract into a big warehouse) looks its own lines up through the unique line_id
+        index; otherwise every quarantined id is read once and kept for the rest of the run."""
+        if not self.quarantine_held or not len(ids):
+            return np.zeros(len(ids), dtype=bool)
+        if self._quarantine_ids is None and PROBE_RATIO * len(ids) < self.quarantine_held:
+            sql = text("SELECT line_id FROM etl_quarantine WHERE line_id IN :ids AND run_id <> :run")
+            sql = sql.bindparams(bindparam("ids", expanding=True))
+            unique = np.unique(ids).tolist()
+            found = [
+                k
+                for start in range(0, len(unique), 5_000)
+                for (k,) in self.conn.execute(sql, {"ids": unique[start : start + 5_000], "run": self.run_id})
+            ]
+            return np.isin(ids, np.array(found, dtype=np.int64))
+        if self._quarantine_ids is None:
+            rows = self.conn.execute(text("SELECT line_id FROM etl_quarantine WHERE run_id <> :run"), {"run": self.run_id})
+            self._quarantine_ids = np.sort(np.fromiter((k for (k,) in rows), dtype=np.int64))
+        return _isin_sorted(ids, self._quarantine_ids)
+
     def _known_quarantine(self, rejected: pd.DataFrame) -> np.ndarray:
         ids = rejected["line_id"].to_numpy(dtype=np.int64)
-        known = _isin_sorted(ids, self.quarantine_ids)
+        known = self._in_quarantine(ids)
         unknown = ids[~known].tolist()
         if self.facts_empty or not unknown:
             return known

@@ -11,12 +11,13 @@ plan after, inside the run's one transaction.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 
-import holidays
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -28,11 +29,30 @@ from etl.cleaning import PRICE_SCALE
 Timed = Callable[[str], AbstractContextManager[None]]  # a stopwatch's `timed`
 
 
+def england_bank_holidays(years: list[int]) -> dict[date, str]:
+    """England-and-Wales bank holidays of `years`, as `holidays.country_holidays("GB", subdiv="ENG")`.
+
+    Importing any country of the holidays package first imports its `countries` package, which
+    imports every country it knows (about 280 modules): a run's dates need only the UK. Its module
+    is loaded on its own; a holidays release laid out differently falls back to the package's
+    own lookup (tests/test_transform_plan.py checks both give the same days and names)."""
+    import holidays  # only when a run has new dates: a run without any does not pay for it
+
+    try:
+        location = importlib.util.find_spec("holidays.countries").submodule_search_locations[0]
+        spec = importlib.util.spec_from_file_location("holidays.countries.united_kingdom", Path(location) / "united_kingdom.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.UnitedKingdom(subdiv="ENG", years=years)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return holidays.country_holidays("GB", subdiv="ENG", years=years)
+
+
 def date_rows(date_keys: list[int]) -> pd.DataFrame:
     """dim_date rows for YYYYMMDD keys, with England-and-Wales bank holidays flagged."""
     days = pd.to_datetime(pd.Series(sorted(set(date_keys)), dtype="int64").astype(str), format="%Y%m%d")
     years = sorted(set(days.dt.year.tolist())) or [2000]
-    bank = holidays.country_holidays("GB", subdiv="ENG", years=years)
+    bank = england_bank_holidays(years)
     iso = days.dt.isocalendar()
     names = [bank.get(d.date()) for d in days]
     return pd.DataFrame(

@@ -100,7 +100,9 @@ def count_checks(
             if spec.predicates[relation]:
                 counts[spec.name].offending += next(found)
     for spec in specs:
-        if spec.special:
+        if spec.special == "line_identity":
+            counts[spec.name] = _line_identity(conn, settings, run_id, now, fact_holds_only_run)
+        elif spec.special:
             counts[spec.name] = SPECIALS[spec.special](conn, settings, run_id, now)
     return counts
 
@@ -134,13 +136,26 @@ _RUN_TWINS = (
 )
 
 
-def _line_identity(conn: Connection, settings: Settings, run_id: int | None, now: datetime) -> Count:
+_TWINS_IN_GROUPS = (
+    "SELECT COUNT(*), COALESCE(SUM(n), 0) FROM (SELECT COUNT(*) AS n FROM fact_sales GROUP BY date_key, line_id) g WHERE n > 1"
+)
+
+
+def _line_identity(conn: Connection, settings: Settings, run_id: int | None, now: datetime, fact_holds_only_run: bool = False) -> Count:
     """Whole table: rows minus distinct identities. A run: its facts that have a twin anywhere in
     the table. The identity hashes the invoice date, so a twin can only be on the same date: the
     (date_key, line_id) index finds it, and the run's facts come from the run_id index, so a small
-    load into a big warehouse does not scan the table."""
+    load into a big warehouse does not scan the table. When every fact is the run's (it began on
+    an empty fact table), SQLite counts the rows of (date_key, line_id) groups of more than one row
+    in one pass over that index instead of one index look-up per fact (PostgreSQL took as long
+    either way: docs/performance.md)."""
     params = {"n": settings.quality_rules.sample_size, "run": run_id}
-    if run_id is not None:
+    if run_id is not None and fact_holds_only_run and conn.dialect.name == "sqlite":
+        total = conn.execute(text("SELECT COUNT(*) FROM fact_sales")).scalar_one()
+        twins = conn.execute(text(_TWINS_IN_GROUPS)).one()[1]
+        count = Count(int(twins), int(total))
+        samples = f"SELECT f.line_id, 2 {_RUN_TWINS} LIMIT :n"
+    elif run_id is not None:
         total = conn.execute(text("SELECT COUNT(*) FROM fact_sales WHERE run_id = :run"), params).scalar_one()
         twins = conn.execute(text(f"SELECT COUNT(*) {_RUN_TWINS}"), params).scalar_one()
         count = Count(int(twins), int(total))

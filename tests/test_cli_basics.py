@@ -151,3 +151,64 @@ def test_log_file_is_json_lines_with_run_id(sqlite_cli: Cli, tmp_path: Path) -> 
     started = [r for r in records if r["message"].startswith("run 1 started")]
     assert started and started[0]["run_id"] == 1 and started[0]["level"] == "INFO"
     assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+
+def test_schema_check_reads_the_tables_and_columns_the_inspector_sees(run_cli: Cli, warehouse_url: str) -> None:
+    """missing_tables / missing_columns read the schema in one query: the same tables and
+    columns as SQLAlchemy's inspector, before and after a column is dropped."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from database.schema import _table_columns, missing_columns
+
+    run_cli("setup")
+    engine = create_engine(warehouse_url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE etl_runs DROP COLUMN source_profile"))
+        inspector = inspect(engine)
+        assert _table_columns(engine) == {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
+        assert ("etl_runs", "source_profile") in missing_columns(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_current_customer_version_index_is_partial_on_both_back_ends(run_cli: Cli, warehouse_url: str) -> None:
+    """One current version per customer, any number of expired ones: the unique index has a
+    WHERE is_current on SQLite and on PostgreSQL (named there when the table is created)."""
+    from sqlalchemy import create_engine, text
+
+    run_cli("setup")
+    engine = create_engine(warehouse_url.replace("postgresql://", "postgresql+psycopg2://"))
+    sql = (
+        "SELECT sql FROM sqlite_master WHERE name = 'ux_dim_customers_current'"
+        if warehouse_url.startswith("sqlite")
+        else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ux_dim_customers_current' AND schemaname = current_schema()"
+    )
+    try:
+        with engine.connect() as conn:
+            definition = conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+    assert "UNIQUE" in definition.upper() and "WHERE IS_CURRENT" in definition.upper().replace("(", "").replace(")", "")
+
+
+def test_setup_adds_a_missing_current_version_index_as_partial(run_cli: Cli, warehouse_url: str) -> None:
+    """A warehouse made before the index: setup creates it, partial on both back ends."""
+    from sqlalchemy import create_engine, text
+
+    run_cli("setup")
+    engine = create_engine(warehouse_url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP INDEX ux_dim_customers_current"))
+        assert run_cli("setup").exit_code == 0
+        sql = (
+            "SELECT sql FROM sqlite_master WHERE name = 'ux_dim_customers_current'"
+            if warehouse_url.startswith("sqlite")
+            else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ux_dim_customers_current' AND schemaname = current_schema()"
+        )
+        with engine.connect() as conn:
+            definition = conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+    assert "WHERE IS_CURRENT" in definition.upper().replace("(", "").replace(")", "")

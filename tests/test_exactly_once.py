@@ -41,3 +41,21 @@ def test_both_lookups_find_the_same_lines(run_cli: Cli, warehouse_url: str, tmp_
     assert second["rows_loaded"] == len(NEW)
     assert second["rows_already_loaded"] + second["rows_quarantined"] == overlap
     assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == first["rows_loaded"] + len(NEW)
+
+
+BAD = ["581700", "22728", "ALARM CLOCK BAKELIKE RED", "2", "2011-09-02 10:00:00", "not a price", "12682", "France"]
+
+
+@pytest.mark.parametrize("ratio", [0, 10**12], ids=["by-key", "all-ids"])
+def test_a_line_quarantined_earlier_is_held_on_a_later_load(
+    run_cli: Cli, warehouse_url: str, tmp_path: Path, ratio: int, monkeypatch
+) -> None:
+    """The quarantine is looked up by the chunk's own line ids (a small chunk) or read whole (a
+    chunk as big as it): either way a line an earlier run quarantined is not quarantined again."""
+    monkeypatch.setattr(etl.loader, "PROBE_RATIO", ratio)
+    first = etl_json(run_cli, write_csv(tmp_path / "first.csv", [NEW[0], BAD]))
+    assert (first["rows_loaded"], first["rows_quarantined"]) == (1, 1)
+    second = etl_json(run_cli, write_csv(tmp_path / "second.csv", [BAD, NEW[1], NEW[0]]))
+    assert (second["rows_loaded"], second["rows_quarantined"], second["rows_already_loaded"]) == (1, 0, 2)
+    assert one(warehouse_url, "SELECT COUNT(*) FROM etl_quarantine") == 1
+    assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == 2

@@ -187,3 +187,17 @@ def test_repeat_counts_stay_exact_in_compact_arrays() -> None:
     assert tracker.occurrences(np.array([3, 7, 5, 3], dtype=np.uint64)).tolist() == [3, 4, 1, 4]
     assert tracker._repeats.keys.tolist() == [3, 7] and tracker._repeats.counts.tolist() == [4, 4]
     assert tracker._repeats.keys.dtype == np.uint64 and tracker._repeats.counts.dtype == np.uint32
+
+
+def test_line_identity_is_pandas_hash_of_the_joined_lines_missing_values_included():
+    """The hash of a "str" Series of the joined lines (how identities were first made), a line
+    with a missing field included: the identities of earlier warehouses stay the same."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fields = pd.DataFrame({"a": ["581587", "581587", None, "x"], "b": ["22613", None, "1", "y"]}, dtype="str")
+    a, b = pa.array(fields["a"]), pa.array(fields["b"])
+    joined = pc.binary_join_element_wise(a, b, pa.scalar("\x1f", a.type))
+    expected = pd.util.hash_pandas_object(pd.Series(joined, dtype="str"), index=False).to_numpy(dtype=np.uint64)
+    assert line_identity(fields).tolist() == expected.tolist()
+    assert line_identity(fields)[1] == np.iinfo(np.uint64).max

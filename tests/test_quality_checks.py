@@ -393,3 +393,24 @@ def test_sample_size_setting(clean: Warehouse) -> None:
     result = evaluate_with(clean, settings, _sql("UPDATE fact_sales SET invoice_no = 'BAD'"))
     found = next(r for r in result.results if r.check == "validity.fact_sales.invoice_no")
     assert found.offending == 10 and len(found.samples) == 1 and "invoice_no=BAD" in found.samples[0]
+
+
+@pytest.mark.parametrize("change", [None, _duplicate_line], ids=["clean", "other-day-twin"])
+def test_line_identity_of_a_run_on_an_empty_fact_counts_the_same_either_way(clean: Warehouse, change) -> None:
+    """A run that began on an empty fact table has its line identities counted by (date_key,
+    line_id) groups on SQLite: the same offending and total as one look-up per fact. (A twin on
+    the same day cannot be written: the (date_key, line_id) index is unique.)"""
+    from monitoring.quality import _line_identity
+
+    settings = settings_for(clean.url)
+    with clean.engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            if change is not None:
+                change(conn)
+            per_fact = _line_identity(conn, settings, clean.run_id, NOW)
+            grouped = _line_identity(conn, settings, clean.run_id, NOW, fact_holds_only_run=True)
+        finally:
+            trans.rollback()
+    assert (grouped.offending, grouped.total) == (per_fact.offending, per_fact.total)
+    assert grouped.total == per_fact.total > 0

@@ -143,3 +143,13 @@ def test_an_empty_chunk_plans_nothing():
     assert plan.dates.empty and plan.new_products.empty and plan.customer_inserts.empty and plan.facts.empty
     assert (plan.customers.inserts, plan.customers.expire, plan.customers.extend) == ([], [], [])
     assert (keys.next_product_key, keys.next_sales_key) == (2, 9)
+
+
+def test_england_bank_holidays_match_the_holidays_package():
+    """The UK module loaded on its own gives the package's own days and names (1995-2035)."""
+    import holidays
+
+    from etl.transform import england_bank_holidays
+
+    years = list(range(1995, 2036))
+    assert dict(england_bank_holidays(years)) == dict(holidays.country_holidays("GB", subdiv="ENG", years=years))
