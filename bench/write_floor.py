@@ -39,7 +39,9 @@ def postgresql_script(source_schema: str, tables: list[str], partitions: list[st
     lines = [f"SET search_path = {target_schema};", "BEGIN;"]
     lines += [f"{statement};" for statement in partitions]
     lines += [f'INSERT INTO {target_schema}."{t}" SELECT * FROM {source_schema}."{t}";' for t in tables]
-    lines += ["COMMIT;", f"ANALYZE {analyzed_on_the_critical_path()};"]
+    from database.partitions import FACT_STATISTICS_TARGET
+
+    lines += ["COMMIT;", f"SET default_statistics_target = {FACT_STATISTICS_TARGET};", f"ANALYZE {analyzed_on_the_critical_path()};"]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,9 @@ dates, SCD1 products, SCD2 customer versions, surrogate keys, aggregate sums, al
 chunk waits for the database to hand keys back), and the plan becomes the chunk's writes
 (dimension rows, aggregate sums, COPY / executemany of the facts and quarantined rows). Those run
 on a writer thread, in order, while the loader thread plans the next chunk; the connection is
-never used by two threads at once (`conn` waits for the writer). At the end (`finalize`): the
+never used by two threads at once (`conn` waits for the writer). A run that begins on an empty
+PostgreSQL fact table COPYs the facts without indexes and builds them in `finalize`, before anything reads
+the fact (database/fact_indexes.py). At the end (`finalize`): the
 changes to known products in one upsert, the key sequences, facts of customers whose versions
 changed during the run re-pointed in one UPDATE (a country change seen in a later chunk moves the
 facts after it to the new version), and the aggregates refreshed.
@@ -33,6 +35,7 @@ from sqlalchemy import Connection, bindparam, text
 from database.aggregates import refresh as refresh_aggregates
 from database.aggregates import write_monthly_products, write_sums
 from database.bulk import load_arrow, load_frame, to_arrow
+from database.fact_indexes import FactIndex, build_fact_indexes, drop_fact_indexes
 from database.models import SQLITE_TS_FORMAT
 from database.partitions import ensure_month, existing_partitions, is_partitioned, partition_name
 from etl.aggregates import RunAggregates
@@ -154,6 +157,7 @@ class WarehouseLoader:
         self.quarantine_held = 0  # lines earlier runs quarantined
         self._quarantine_ids: np.ndarray | None = None  # all of them, read once a run's chunks are as many
         self.facts_empty = True
+        self.deferred_indexes: list[FactIndex] = []  # dropped for a first load, built in finalize
         self.partitions: set[str] | None = None
         self.dates_inserted = 0
         self.customer_changes = Counter()
@@ -200,6 +204,10 @@ class WarehouseLoader:
             self.keys = self._read_keys()
             self.quarantine_held = int(self.conn.execute(text("SELECT COUNT(*) FROM etl_quarantine")).scalar_one())
             self.facts_empty = self.conn.execute(text("SELECT 1 FROM fact_sales LIMIT 1")).first() is None
+            if self.facts_empty and self.conn.dialect.name == "postgresql":
+                # A first load COPYs the facts without indexes and builds them once after the
+                # last chunk (database/fact_indexes.py); a rollback restores them as they were.
+                self.deferred_indexes = drop_fact_indexes(self.conn)
             if is_partitioned(self.conn):
                 self.partitions = existing_partitions(self.conn)
 
@@ -284,6 +292,9 @@ class WarehouseLoader:
         keys, timed = self.keys, self.stopwatch.timed
         moved_dates: set[int] = set()
         self._settle()
+        with timed("fact_indexes"):  # before anything below reads the fact
+            build_fact_indexes(self.conn, self.deferred_indexes)
+            self.deferred_indexes = []
         with timed("dim_products"):
             self._apply_product_changes()
             if self.conn.dialect.name == "postgresql":

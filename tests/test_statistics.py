@@ -63,3 +63,22 @@ def test_statistics_that_cannot_be_taken_after_the_commit_do_not_fail_the_run(pg
     assert "planner statistics were not refreshed" in loaded["message"] and "lock timeout" in loaded["message"]
     assert q(pg_url, "SELECT status FROM etl_runs ORDER BY run_id") == [("success",), ("success",)]
     assert q(pg_url, "SELECT COUNT(*) FROM fact_sales")[0][0] == loaded["rows_loaded"] + 1
+
+
+def test_the_fact_is_analyzed_at_its_own_statistics_target(pg_url: str, tmp_path: Path) -> None:
+    """The post-load ANALYZE of the fact samples FACT_STATISTICS_TARGET (histograms of that many
+    buckets); a column's own target still wins, and the session's target is restored after it."""
+    from database.partitions import FACT_STATISTICS_TARGET, analyze_fact
+
+    cli = Cli(pg_url)
+    etl_json(cli, generate_sales(tmp_path / "a.csv", 3_000, seed=5).path)
+    bounds = "SELECT array_length(histogram_bounds::text::text[], 1) FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'fact_sales' AND attname = :c AND inherited"
+    assert 2 < q(pg_url, bounds, c="source_row")[0][0] <= FACT_STATISTICS_TARGET + 1
+    engine = create_engine(make_url(pg_url).set(drivername="postgresql+psycopg2"))
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("ALTER TABLE fact_sales ALTER COLUMN source_row SET STATISTICS 200"))
+        analyze_fact(conn)
+        assert conn.execute(text("SHOW default_statistics_target")).scalar_one() == "100"
+    engine.dispose()
+    assert q(pg_url, bounds, c="source_row")[0][0] > FACT_STATISTICS_TARGET + 1
