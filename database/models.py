@@ -109,7 +109,7 @@ class DimCustomer(Base):
 def current_version_only_on_postgresql(table, conn, **_) -> None:
     """The current-version index is partial on PostgreSQL too. Named when the table is created:
     a `postgresql_where` argument in the model would import SQLAlchemy's PostgreSQL dialect (its
-    drivers' modules, about 0.1 s) in every process, SQLite runs included."""
+    drivers' modules) in every process, SQLite runs included."""
     if conn.dialect.name == "postgresql":
         index = next(i for i in table.indexes if i.name == "ux_dim_customers_current")
         index.dialect_options["postgresql"]["where"] = text("is_current")

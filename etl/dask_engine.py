@@ -129,7 +129,7 @@ class DaskCluster:
     worker processes that is started here and closed with the context.
 
     A remote scheduler is reached at once (an unreachable one stops the command before anything is
-    written). A local cluster starts in the background (about 3 s here) while this process scans
+    written). A local cluster starts in the background while this process scans
     the first file and opens its run; `client` waits for it."""
 
     def __init__(self, address: str | None, workers: int, connect_timeout_s: float) -> None:
@@ -204,7 +204,7 @@ def _local_cluster(workers: int):
     # forkserver, not fork: a worker forked from this process (which runs Dask's threads by then)
     # sometimes hung at start-up on a lock another thread held, and with it the run; and not
     # Dask's default spawn, where every worker imports distributed, pandas, pyarrow and the
-    # platform on its own (4-5 s for two workers on this 2-core machine). The fork server imports
+    # platform on its own, seconds on a small machine. The fork server imports
     # them once, and forks each worker from its single thread.
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         get_mp_context().set_forkserver_preload([*_preloaded(), *WORKER_MODULES])

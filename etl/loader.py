@@ -14,9 +14,9 @@ changes to known products in one upsert, the key sequences, facts of customers w
 changed during the run re-pointed in one UPDATE (a country change seen in a later chunk moves the
 facts after it to the new version), and the aggregates refreshed.
 
-Why not COPY every fact into a staging table and INSERT ... SELECT from it: on the real file
-that second pass over 534k rows cost 3.2 s on PostgreSQL on top of the 1.9 s COPY, and cannot
-overlap with cleaning; loading the fact directly overlaps with the next chunks.
+Why not COPY every fact into a staging table and INSERT ... SELECT from it: that second pass
+over every fact costs more than the COPY itself (docs/performance.md) and cannot overlap with
+cleaning; loading the fact directly overlaps with the next chunks.
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("
 def use_system_allocator() -> None:
     """Let Arrow (and so pandas' string columns) allocate with the C library's malloc, unless
     ARROW_DEFAULT_MEMORY_POOL chooses a pool. pyarrow's bundled mimalloc keeps freed pages of
-    earlier chunks; with malloc, `release_memory` returns them (a load of the real file peaked
-    at 398 MB with mimalloc, 344 MB with malloc, in the same time; docs/performance.md)."""
+    earlier chunks; with malloc, `release_memory` returns them (peaks measured in docs/performance.md)."""
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         pa.set_memory_pool(pa.system_memory_pool())
 
