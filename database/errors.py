@@ -36,6 +36,11 @@ def describe(engine: Engine, exc: SQLAlchemyError) -> DatabaseError:
         return DatabaseError(
             path_problem(path, creating=False) or f"warehouse file {path}: {detail}; check the file's and its folder's permissions"
         )
+    if "no such column" in lowered or ("column" in lowered and "does not exist" in lowered):
+        return DatabaseError(
+            f"warehouse {url}: {detail}; it was made by an older version of the platform: "
+            "run python main.py setup to add the new columns (nothing else changes)"
+        )
     if "does not exist" in lowered and "database" in lowered:
         return DatabaseError(f"warehouse {url}: {detail}. Create it (createdb) or fix --database-url / RDP_DATABASE_URL")
     if "role" in lowered and "does not exist" in lowered:

@@ -65,6 +65,17 @@ def missing_columns(engine_or_conn) -> list[tuple[str, str]]:
     return found
 
 
+def upgrade_schema(engine: Engine) -> list[tuple[str, str]]:
+    """Bring a warehouse made by an older version up to date where reading it needs that: add the
+    nullable columns of `missing_columns` (their rows keep NULL, which every reader accepts).
+    Tables are not created here; a command that reads an empty warehouse says so itself."""
+    added = missing_columns(engine)
+    if added:
+        with engine.begin() as conn:
+            _add_missing_columns(conn)
+    return added
+
+
 # Every table of the default schema with its columns, in one query (each run checks them; the
 # inspector asked once per table).
 _TABLE_COLUMNS = {

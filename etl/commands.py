@@ -210,6 +210,9 @@ def runs_list(app, limit: int, fmt: str) -> None:
       python main.py runs list
       python main.py runs list --limit 5 --format json
     """
+    from database.schema import upgrade_schema
+
+    upgrade_schema(app.engine)  # a warehouse of an older version gains its new columns
     rows = [dict(r._mapping) for r in ledger.last_runs(app.engine, limit)]
     short = {"run_id": "run", "job_name": "job", "status": "status", "started_at": "started (UTC)", "duration_s": "seconds",
              "rows_read": "read", "rows_loaded": "loaded", "rows_quarantined": "quarantined", "rows_already_loaded": "already"}  # fmt: skip
@@ -237,6 +240,9 @@ def runs_show(app, run_id: int, fmt: str) -> None:
       python main.py runs show 1
       python main.py runs show 1 --format json
     """
+    from database.schema import upgrade_schema
+
+    upgrade_schema(app.engine)
     run = ledger.get_run(app.engine, run_id)
     if run is None:
         raise PlatformError(f"run {run_id} not found; see python main.py runs list")

@@ -31,7 +31,7 @@ def warehouse(app, writes: bool = False) -> Iterator[Engine]:
 
     from database.engine import path_problem, sqlite_file
     from database.errors import describe
-    from database.schema import missing_tables, setup_schema
+    from database.schema import missing_tables, setup_schema, upgrade_schema
 
     engine = app.engine
     path = sqlite_file(engine)
@@ -40,6 +40,8 @@ def warehouse(app, writes: bool = False) -> Iterator[Engine]:
     try:
         if missing_tables(engine):
             setup_schema(engine, app.settings.warehouse)
+        else:
+            upgrade_schema(engine)  # a warehouse of an older version gains its new columns
         yield engine
     except SQLAlchemyError as exc:
         raise describe(engine, exc) from None
