@@ -35,6 +35,14 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YAML_LOADER)
 
 
+def source_columns(value: list[str]) -> list[str]:
+    """A setting that names source columns: each must be one of the source layout's."""
+    unknown = [v for v in value if v not in SOURCE_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; choose from {list(SOURCE_COLUMNS)}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -135,11 +143,7 @@ class RuleSettings(_Section):
     @field_validator("required_fields")
     @classmethod
     def _known_columns(cls, value: list[str]) -> list[str]:
-
-        unknown = [v for v in value if v not in SOURCE_COLUMNS]
-        if unknown:
-            raise ValueError(f"unknown column(s) {unknown}; choose from {list(SOURCE_COLUMNS)}")
-        return value
+        return source_columns(value)
 
 
 class ProductSettings(_Section):
@@ -213,10 +217,7 @@ class QualitySettings(_Section):
     @field_validator("new_value_columns")
     @classmethod
     def _known_value_columns(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in SOURCE_COLUMNS]
-        if unknown:
-            raise ValueError(f"unknown column(s) {unknown}; choose from {list(SOURCE_COLUMNS)}")
-        return value
+        return source_columns(value)
 
 
 class AlertChannel(_Section):
