@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Engine, Index, Integer, String, Text, inspect, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from database.models import TIMESTAMP, Base
@@ -60,24 +59,3 @@ class JobRun(Base):
     message: Mapped[str | None] = mapped_column(Text, comment="what happened: files, counts, or the error")
     pid: Mapped[int | None] = mapped_column(Integer, comment="process id that ran it")
     host: Mapped[str | None] = mapped_column(String(255), comment="machine that ran it")
-
-
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Add the nullable columns a newer version gave `scheduled_jobs` to an older table (rows keep NULL there).
-
-    `create_all` skips tables that exist, so a warehouse made before `run_request` lacks it. Safe to
-    run again and from two processes at once (the loser finds the column there)."""
-    existing = {c["name"] for c in inspect(engine).get_columns(ScheduledJob.__tablename__)}
-    added = []
-    for column in ScheduledJob.__table__.columns:
-        if column.name in existing or not column.nullable:
-            continue
-        ddl = f"ALTER TABLE {ScheduledJob.__tablename__} ADD COLUMN {column.name} {column.type.compile(engine.dialect)}"
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(ddl))
-        except SQLAlchemyError:
-            if column.name not in {c["name"] for c in inspect(engine).get_columns(ScheduledJob.__tablename__)}:
-                raise
-        added.append(column.name)
-    return added

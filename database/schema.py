@@ -47,33 +47,53 @@ class HealthReport:
 
 def missing_tables(engine: Engine) -> list[str]:
     """Warehouse tables that do not exist yet."""
-    path = sqlite_file(engine)
-    if path is not None and not path.is_file():
-        return list(METADATA.tables)  # no warehouse file yet: nothing to look into (and nothing created)
-    existing = _table_columns(engine)
-    return [t for t in METADATA.tables if t not in existing]
+    return _missing_tables(_existing(engine))
 
 
 def missing_columns(engine_or_conn) -> list[tuple[str, str]]:
     """(table, column) of nullable columns a newer version added to tables that already exist."""
-    existing = _table_columns(engine_or_conn)
-    found = []
-    for table in METADATA.sorted_tables:
-        if table.name in existing:
-            have = existing[table.name]
-            found += [(table.name, c.name) for c in table.columns if c.name not in have and c.nullable]
-    return found
+    return _missing_columns(_table_columns(engine_or_conn))
 
 
-def upgrade_schema(engine: Engine) -> list[tuple[str, str]]:
-    """Bring a warehouse made by an older version up to date where reading it needs that: add the
-    nullable columns of `missing_columns` (their rows keep NULL, which every reader accepts).
-    Tables are not created here; a command that reads an empty warehouse says so itself."""
-    added = missing_columns(engine)
-    if added:
+def ensure_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> None:
+    """The warehouse as this version needs it, checked with one query: every table created (with
+    `setup_schema`) when any is missing, else the columns a newer version added to older tables."""
+    existing = _existing(engine)
+    if _missing_tables(existing):
+        setup_schema(engine, warehouse)
+    elif _missing_columns(existing):
         with engine.begin() as conn:
             _add_missing_columns(conn)
-    return added
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """A warehouse made by an older version gains the nullable columns of `missing_columns` (their
+    rows keep NULL, which every reader accepts). Creates no table: for commands that only read."""
+    existing = _existing(engine)
+    if _missing_columns(existing):
+        with engine.begin() as conn:
+            _add_missing_columns(conn)
+
+
+def _existing(engine: Engine) -> dict[str, set[str]]:
+    path = sqlite_file(engine)
+    if path is not None and not path.is_file():
+        return {}  # no warehouse file yet: nothing to look into (and nothing created)
+    return _table_columns(engine)
+
+
+def _missing_tables(existing: dict[str, set[str]]) -> list[str]:
+    return [t for t in METADATA.tables if t not in existing]
+
+
+def _missing_columns(existing: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return [
+        (table.name, c.name)
+        for table in METADATA.sorted_tables
+        if table.name in existing
+        for c in table.columns
+        if c.name not in existing[table.name] and c.nullable
+    ]
 
 
 # Every table of the default schema with its columns, in one query (each run checks them; the
@@ -105,10 +125,17 @@ def _table_columns(engine_or_conn) -> dict[str, set[str]]:
 
 
 def _add_missing_columns(conn) -> None:
-    """Add the nullable columns of `missing_columns` (create_all never alters an existing table)."""
+    """Add the nullable columns of `missing_columns` (create_all never alters an existing table).
+    Two processes may find the same column missing: one adds it, the other's ALTER fails (a
+    savepoint keeps the caller's transaction) and finds it there."""
     for table, column in missing_columns(conn):
         kind = METADATA.tables[table].columns[column].type.compile(dialect=conn.dialect)
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+        try:
+            with conn.begin_nested():
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+        except SQLAlchemyError:
+            if (table, column) in missing_columns(conn):
+                raise
 
 
 def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> SetupResult:

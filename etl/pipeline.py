@@ -24,7 +24,7 @@ from database.aggregates import AGGREGATE_TABLES
 from database.errors import describe
 from database.locks import warehouse_lock, write_transaction
 from database.partitions import analyze_fact, parent_statistics_stale
-from database.schema import missing_columns, missing_tables, setup_schema
+from database.schema import ensure_schema
 from etl import ledger
 from etl.cleaning import Cleaner
 from etl.loader import LoadCounts, WarehouseLoader
@@ -131,8 +131,7 @@ def run_etl(
         with warehouse_lock(engine, settings.database.lock_timeout_s, on_wait):
             # Inside the lock: runs started together on a new warehouse must not all create it
             # (on SQLite the losers failed with "database is locked").
-            if missing_tables(engine) or missing_columns(engine):
-                setup_schema(engine, settings.warehouse)
+            ensure_schema(engine, settings.warehouse)
             stale = ledger.close_stale_runs(engine)
             if stale:
                 log.warning("runs %s were interrupted earlier and are now marked failed", stale)

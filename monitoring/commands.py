@@ -31,17 +31,14 @@ def warehouse(app, writes: bool = False) -> Iterator[Engine]:
 
     from database.engine import path_problem, sqlite_file
     from database.errors import describe
-    from database.schema import missing_tables, setup_schema, upgrade_schema
+    from database.schema import ensure_schema
 
     engine = app.engine
     path = sqlite_file(engine)
     if not writes and path is not None and not path.is_file():
         raise DatabaseError(path_problem(path, creating=False) or f"the warehouse file {path} does not exist")
     try:
-        if missing_tables(engine):
-            setup_schema(engine, app.settings.warehouse)
-        else:
-            upgrade_schema(engine)  # a warehouse of an older version gains its new columns
+        ensure_schema(engine, app.settings.warehouse)
         yield engine
     except SQLAlchemyError as exc:
         raise describe(engine, exc) from None

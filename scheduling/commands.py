@@ -20,6 +20,7 @@ from utils.urls import mask_url
 
 # SQLAlchemy and the models load when a command first touches them, not for help screens.
 jobs = lazy_module("scheduling.jobs")
+schema = lazy_module("database.schema")
 history = lazy_module("scheduling.history")
 
 _FORMAT = click.option(
@@ -92,7 +93,7 @@ def _add(
         run_request=jobs.stored_request(request) if request else None,
         archive_dir=str(Path(archive_dir).expanduser().resolve()) if archive_dir else None, enabled=not disabled, **options,
     )  # fmt: skip
-    jobs.ensure_schema(app.engine)
+    schema.ensure_schema(app.engine, app.settings.warehouse)
     replaced = jobs.add_job(app.engine, job, replace)
     _notify(app)
     _show_job(app, name, fmt, "replaced" if replaced else "added")
@@ -211,7 +212,7 @@ def schedule_remove(app, name: str) -> None:
     Examples:
       python main.py schedule remove nightly
     """
-    jobs.ensure_schema(app.engine)
+    schema.ensure_schema(app.engine, app.settings.warehouse)
     jobs.remove_job(app.engine, name)
     _notify(app)
     click.echo(f"Job '{name}' removed.")
@@ -227,7 +228,7 @@ def schedule_enable(app, name: str) -> None:
     Examples:
       python main.py schedule enable nightly
     """
-    jobs.ensure_schema(app.engine)
+    schema.ensure_schema(app.engine, app.settings.warehouse)
     jobs.set_enabled(app.engine, name, True)
     _notify(app)
     _show_job(app, name, "table", "enabled")
@@ -243,7 +244,7 @@ def schedule_disable(app, name: str) -> None:
     Examples:
       python main.py schedule disable nightly
     """
-    jobs.ensure_schema(app.engine)
+    schema.ensure_schema(app.engine, app.settings.warehouse)
     jobs.set_enabled(app.engine, name, False)
     _notify(app)
     click.echo(f"Job '{name}' disabled.")
@@ -262,7 +263,7 @@ def schedule_run(app, name: str, fmt: str) -> None:
     """
     from scheduling.runner import JobRunner
 
-    jobs.ensure_schema(app.engine)
+    schema.ensure_schema(app.engine, app.settings.warehouse)
     job = jobs.get_definition(app.engine, name)
     report = JobRunner(app.engine, app.settings).run(job, "manual")
     rows = [{"": k.replace("_", " "), "value": ", ".join(map(str, v)) if isinstance(v, list) else v} for k, v in report.as_dict().items()]

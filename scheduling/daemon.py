@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from database.errors import describe
+from database.schema import ensure_schema
 from scheduling import history, jobs
 from scheduling.jobs import JobDef
 from scheduling.pidfile import PidFile
@@ -110,7 +111,7 @@ class Daemon:
         delay = max(self.settings.scheduler.retry_backoff_s, 0.5)
         while True:
             try:
-                jobs.ensure_schema(self.engine)
+                ensure_schema(self.engine, self.settings.warehouse)
                 return True
             except (PlatformError, SQLAlchemyError) as exc:
                 if isinstance(exc, SQLAlchemyError) and not is_transient(self.engine, exc):

@@ -7,7 +7,6 @@ library uses); stored timestamps are UTC, like every other table of the warehous
 from __future__ import annotations
 
 import difflib
-import weakref
 from dataclasses import fields
 from datetime import UTC, datetime
 
@@ -15,8 +14,8 @@ import schedule
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from database.scheduler_models import ScheduledJob, add_missing_columns
-from database.schema import missing_tables, setup_schema
+from database.scheduler_models import ScheduledJob
+from database.schema import missing_tables, upgrade_schema
 from etl.ledger import utcnow
 from scheduling.definitions import (  # noqa: F401  (validation and the definition live there, cheap to import)
     KINDS,
@@ -62,30 +61,13 @@ def to_local(utc: datetime | None) -> datetime | None:
 # --- the table ----------------------------------------------------------------------------
 
 
-_upgraded: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def ensure_schema(engine: Engine) -> None:
-    """Create the warehouse tables (the scheduler's included) if any is missing; add newer columns to older tables."""
-    if missing_tables(engine):
-        setup_schema(engine)
-    _upgrade(engine)
-
-
 def tables_exist(engine: Engine) -> bool:
     """Whether the scheduler's tables exist (read-only commands do not create them, but bring them up to date)."""
     missing = missing_tables(engine)
     if "scheduled_jobs" in missing or "job_runs" in missing:
         return False
-    _upgrade(engine)
+    upgrade_schema(engine)
     return True
-
-
-def _upgrade(engine: Engine) -> None:
-    """Once per engine: a job table made by an older version gets its new columns (jobs without them run as before)."""
-    if engine not in _upgraded:
-        add_missing_columns(engine)
-        _upgraded.add(engine)
 
 
 def definition_of(row) -> JobDef:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from config.settings import load_settings
 from database.engine import make_engine
 from database.locks import warehouse_lock
+from database.schema import ensure_schema
 from scheduling import incoming, jobs
 from scheduling.daemon import Daemon
 from scheduling.jobs import JobDef
@@ -196,7 +197,7 @@ def test_bad_file_fails_terminally_without_retry_and_others_still_load(
 def test_runner_remembers_a_bad_file_until_it_changes(sqlite_url: str, tmp_path: Path) -> None:
     settings = load_settings(overrides={"database": {"url": sqlite_url}, "scheduler": {"settle_seconds": 0}}, default_files=())
     engine = make_engine(settings.database)
-    jobs.ensure_schema(engine)
+    ensure_schema(engine)
     bad = tmp_path / "in" / "x.csv"
     bad.parent.mkdir()
     bad.write_text("")
@@ -324,7 +325,7 @@ def test_retry_until_postgresql_comes_back(pg_url: str, tmp_path: Path) -> None:
         default_files=(),
     )
     setup = make_engine(settings.database.model_copy(update={"url": pg_url}))
-    jobs.ensure_schema(setup)
+    ensure_schema(setup)
     drop(tmp_path / "in", "a.csv", 1)
     engine = make_engine(settings.database)
     threading.Timer(1.2, proxy.up).start()  # the server is unreachable for 1.2 s
@@ -393,7 +394,7 @@ def test_missed_run_is_caught_up_once_at_start(
         overrides={"database": {"url": sqlite_url}, "scheduler": {"catch_up": policy, "settle_seconds": 0}}, default_files=()
     )
     engine = make_engine(settings.database)
-    jobs.ensure_schema(engine)
+    ensure_schema(engine)
     jobs.add_job(engine, JobDef("nightly", "etl", "daily", source=str(tmp_path / "in"), at_time="02:00"))
     with engine.begin() as conn:  # the daemon was down at the last 02:00 (and the one before)
         conn.exec_driver_sql("UPDATE scheduled_jobs SET next_run_at = '2020-01-02 02:00:00'")
