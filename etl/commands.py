@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from etl.request import ENCODINGS, ENGINES, RunRequest
+from etl.request import ENCODINGS, ENGINES, RUN_OPTIONS, RunRequest
 from monitoring.commands import quarantine_group
 from utils.errors import PlatformError
 from utils.lazy import lazy_module
@@ -99,7 +99,7 @@ def run_options(func: Callable) -> Callable:
             help="map a source column to a canonical one, e.g. --map UnitPrice=Preis",
         ),
         click.option("--sheet", help="workbooks: read only this sheet (default: every sheet)"),
-        click.option("--table", "table_name", help="database sources: the table to read"),
+        click.option("--table", help="database sources: the table to read"),
         click.option("--query", help="database sources: the SELECT to read"),
         click.option("--token-env", help="HTTP sources: environment variable holding a bearer token"),
         click.option(
@@ -113,7 +113,6 @@ def run_options(func: Callable) -> Callable:
         ),
         click.option(
             "--engine",
-            "engine_name",
             type=click.Choice(ENGINES),
             help="pandas: this process reads and cleans; dask: Dask workers read and clean partitions of the files (default: etl.engine)",
         ),
@@ -128,17 +127,9 @@ def run_options(func: Callable) -> Callable:
     return func
 
 
-# parameter of `run_options` -> field of RunRequest
-RUN_OPTION_FIELDS = {
-    "chunk_size": "chunk_size", "dry_run": "dry_run", "force": "force", "layout": "layout", "mappings": "mappings", "sheet": "sheet",
-    "table_name": "table", "query": "query", "token_env": "token_env", "delimiter": "delimiter", "encoding": "encoding",
-    "engine_name": "engine", "scheduler": "scheduler",
-}  # fmt: skip
-
-
 def run_request_of(source: str, job_name: str, options: dict) -> RunRequest:
     """The request of parsed `run_options` (other keys of `options` are ignored)."""
-    values = {field: options[param] for param, field in RUN_OPTION_FIELDS.items() if param in options}
+    values = {name: options[name] for name in RUN_OPTIONS if name in options}
     values["mappings"] = tuple(values.get("mappings") or ())
     values["dry_run"], values["force"] = bool(values.get("dry_run")), bool(values.get("force"))
     return RunRequest(source=source, job_name=job_name, **values)

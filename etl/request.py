@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ ENGINES = ("pandas", "dask")
 ENCODINGS = ("auto", "utf-8", "cp1252", "latin-1")
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".gz", ".bz2")
+FILE_SUFFIXES = (*TEXT_SUFFIXES, ".zip", *WORKBOOK_SUFFIXES)  # what a folder's files are taken by
 
 # A progress display for one source: called with its estimated rows, a context giving the progress to report to.
 ProgressFactory = Callable[[int | None], AbstractContextManager["RunProgress"]]
@@ -81,9 +82,6 @@ class RunRequest:
             raise ConfigError(f"run request: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**(data | {"mappings": tuple(data.get("mappings") or ())}))
 
-    def with_source(self, source: str) -> RunRequest:
-        return replace(self, source=source)
-
     def options(self) -> list[str]:
         """The options that differ from `etl`'s defaults, as command-line words (source and job name aside)."""
         words: list[str] = []
@@ -91,7 +89,7 @@ class RunRequest:
             value = getattr(self, f.name)
             if f.name in ("source", "job_name") or value == f.default:
                 continue
-            flag = "--map" if f.name == "mappings" else "--" + f.name.replace("_", "-")
+            flag = flag_of(f.name)
             if isinstance(value, bool):
                 words.append(flag)
             else:
@@ -106,6 +104,15 @@ class RunRequest:
         settings, reader = _reader_options(settings, self)
         _check_fit(self, settings)
         return settings, reader
+
+
+# The request's fields that are options of a run (`etl`'s and a scheduled job's), not its subject.
+RUN_OPTIONS = tuple(f.name for f in fields(RunRequest) if f.name not in ("source", "job_name"))
+
+
+def flag_of(option: str) -> str:
+    """The command-line flag of a run option: --map for mappings, else the name with dashes."""
+    return "--map" if option == "mappings" else "--" + option.replace("_", "-")
 
 
 def source_kind(source: str) -> str:
@@ -168,7 +175,7 @@ def _check_fit(request: RunRequest, settings: Settings) -> None:
     shown = mask_url(request.source)
     for name, (kinds, what) in _FITS.items():
         if getattr(request, name) is not None and kind not in kinds:
-            flag = "--" + name.replace("_", "-")
+            flag = flag_of(name)
             raise SourceError(f"{flag} applies to {what}, not to {shown} ({_KIND_WORDS[kind]}); leave out {flag}")
     if request.delimiter is not None and len(request.delimiter) != 1:
         raise SourceError(f"--delimiter {request.delimiter!r}: give one character, e.g. ';' or tab")
@@ -231,11 +238,25 @@ def source_runner(
     on_wait: Callable[[], None] | None = None,
 ) -> Iterator[Callable[[str], RunSummary]]:
     """A function running `request` on one of `sources` at a time (with the Dask cluster, if any, shared)."""
+    settings, reader = request.validate(settings)
+    with _runner(engine, settings, reader, request, sources, progress_factory, on_wait) as run:
+        yield run
+
+
+@contextmanager
+def _runner(
+    engine: Engine,
+    settings: Settings,
+    reader: SourceOptions,
+    request: RunRequest,
+    sources: list[str],
+    progress_factory: ProgressFactory | None,
+    on_wait: Callable[[], None] | None,
+) -> Iterator[Callable[[str], RunSummary]]:
     from etl.dask_engine import engine_for, open_dask_source
     from etl.pipeline import EtlOptions, run_etl
     from etl.sources import open_source
 
-    settings, reader = request.validate(settings)
     with engine_for(settings, request.engine, request.scheduler, sources) as cluster:
 
         def run(spec: str) -> RunSummary:
@@ -260,9 +281,9 @@ def run_request(
     failures and the others still run."""
     from etl.sources import expand_sources
 
-    request.validate(settings)
+    checked, reader = request.validate(settings)  # before the folder is listed: a bad option is the error to show
     outcome = RunOutcome(expand_sources(request.source))
-    with source_runner(engine, settings, request, outcome.sources, progress_factory, on_wait) as run:
+    with _runner(engine, checked, reader, request, outcome.sources, progress_factory, on_wait) as run:
         for spec in outcome.sources:
             try:
                 outcome.summaries.append(run(spec))

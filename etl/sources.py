@@ -18,12 +18,9 @@ import pandas as pd
 from config.settings import Settings
 from etl.cleaning import Cleaner, malformed_rows
 from etl.ingestion import Chunk, inspect_source, read_chunks
-from etl.request import SourceOptions
+from etl.request import FILE_SUFFIXES, SourceOptions, source_kind
 from etl.stopwatch import Stopwatch
 from utils.errors import SourceError
-
-FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".gz", ".bz2", ".zip", ".xlsx", ".xlsm")
-
 
 Batch = tuple[pd.DataFrame, pd.DataFrame, int]  # a cleaned chunk: accepted rows, rejected rows, rows read
 
@@ -89,28 +86,26 @@ class CsvSource(LocalSource):
 
 
 def open_source(spec: str, settings: Settings, options: SourceOptions | None = None) -> Source:
-    """The reader for `spec` (checks it can be read; SourceError otherwise)."""
+    """The reader for `spec` by its kind (`etl.request.source_kind`); checks it can be read, SourceError otherwise."""
     options = options or SourceOptions()
-    lowered = spec.lower()
-    if lowered.startswith(("http://", "https://")):
+    kind = source_kind(spec)
+    if kind == "http":
         from etl.api_source import ApiSource
 
         return ApiSource(spec, settings, options)
-    if "://" in spec:
+    if kind == "database":
         from etl.db_source import DatabaseSource
 
         return DatabaseSource(spec, settings, options)
-    path = Path(spec)
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
+    if kind == "workbook":
         from etl.workbook import WorkbookSource
 
-        return WorkbookSource(path, settings, options)
-    if suffix == ".zip":
+        return WorkbookSource(Path(spec), settings, options)
+    if kind == "zip":
         from etl.zip_source import ZipSource
 
-        return ZipSource(path, settings, options)
-    return CsvSource(path, settings, options)
+        return ZipSource(Path(spec), settings, options)
+    return CsvSource(Path(spec), settings, options)
 
 
 def expand_sources(spec: str) -> list[str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from etl.commands import RUN_OPTION_FIELDS, run_options, run_request_of
+from etl.commands import run_options, run_request_of
+from etl.request import RUN_OPTIONS, flag_of
 from scheduling import definitions as spec
 from scheduling.definitions import JobDef
 from scheduling.pidfile import running_pid, signal_daemon, stop_daemon
@@ -74,13 +75,13 @@ def schedule_group() -> None:
 def _add(
     app, fmt: str, name: str, source: str | None, kind: str | None, archive_dir: str | None, disabled: bool, replace: bool, **options
 ) -> None:
-    run = {k: options.pop(k) for k in RUN_OPTION_FIELDS}
+    run = {k: options.pop(k) for k in RUN_OPTIONS}
     kind = kind or ("etl" if source else None)
     if kind is None:
         raise click.UsageError("give --source PATH_OR_GLOB for a load job, or --kind quality|alerts|docs")
     if kind == "etl" and not source:
         raise click.UsageError("an etl job needs --source (a file, a folder or a glob)")
-    given = ["--map" if f == "mappings" else "--" + f.replace("_", "-") for p, f in RUN_OPTION_FIELDS.items() if run[p]]
+    given = [flag_of(name) for name in RUN_OPTIONS if run[name]]
     if kind != "etl" and (source or archive_dir or given):
         shown = ", ".join(["--source and --archive-dir", *given])
         raise click.UsageError(f"{shown} apply to etl jobs only, not to --kind {kind}")
