@@ -87,11 +87,11 @@ def _add(
         raise click.UsageError(f"{shown} apply to etl jobs only, not to --kind {kind}")
     request = None
     if kind == "etl":
-        request = run_request_of(jobs.absolute_source(source), name, run)
+        request = run_request_of(spec.absolute_source(source), name, run)
         request.validate(app.settings)  # refused now, with etl's message, rather than at 02:00
     job = JobDef(
         name=name, kind=kind, source=request.source if request else None,
-        run_request=jobs.stored_request(request) if request else None,
+        run_request=spec.stored_request(request) if request else None,
         archive_dir=str(Path(archive_dir).expanduser().resolve()) if archive_dir else None, enabled=not disabled, **options,
     )  # fmt: skip
     schema.ensure_schema(app.engine, app.settings.warehouse)

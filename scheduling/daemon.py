@@ -37,7 +37,7 @@ from config.settings import Settings
 from database.errors import describe
 from database.schema import ensure_schema
 from scheduling import history, jobs
-from scheduling.jobs import JobDef
+from scheduling.definitions import JobDef
 from scheduling.pidfile import PidFile
 from scheduling.runner import JobRunner, is_transient
 from utils.errors import PlatformError

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scheduling.jobs import is_glob
+from scheduling.definitions import is_glob
 from utils.errors import SourceError
 
 log = logging.getLogger(__name__)

@@ -17,18 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from database.scheduler_models import ScheduledJob
 from database.schema import missing_tables, upgrade_schema
 from etl.ledger import utcnow
-from scheduling.definitions import (  # noqa: F401  (validation and the definition live there, cheap to import)
-    KINDS,
-    SCHEDULE_TYPES,
-    WEEKDAYS,
-    JobDef,
-    absolute_source,
-    check_name,
-    is_glob,
-    parse_day,
-    parse_time,
-    stored_request,
-)
+from scheduling.definitions import JobDef
 from utils.errors import PlatformError
 
 # --- schedule computation -----------------------------------------------------------------

@@ -26,7 +26,7 @@ from etl import ledger
 from etl.pipeline import RunSummary
 from etl.request import RunRequest, run_request, source_runner
 from scheduling import history, incoming, jobs
-from scheduling.jobs import JobDef
+from scheduling.definitions import JobDef
 from scheduling.kinds import alert_failure, run_kind
 from utils.errors import PlatformError, TransientDatabaseError
 

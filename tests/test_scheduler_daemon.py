@@ -23,7 +23,7 @@ from config.settings import load_settings
 from database.engine import make_engine
 from sampledata.generator import generate_sales
 from scheduling import jobs
-from scheduling.jobs import JobDef
+from scheduling.definitions import JobDef
 from scheduling.pidfile import PidFile, running_pid
 from tests.conftest import ROOT, Cli, write_csv
 from tests.test_cli_etl import one, q

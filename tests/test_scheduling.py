@@ -24,9 +24,9 @@ from config.settings import load_settings
 from database.engine import make_engine
 from database.locks import warehouse_lock
 from database.schema import ensure_schema
-from scheduling import incoming, jobs
+from scheduling import definitions, incoming, jobs
 from scheduling.daemon import Daemon
-from scheduling.jobs import JobDef
+from scheduling.definitions import JobDef
 from scheduling.runner import JobRunner
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import one, q
@@ -115,13 +115,13 @@ def test_bad_definitions_give_clear_errors(sqlite_cli: Cli, args: list[str], cod
 
 
 def test_parsing_and_schedule_words() -> None:
-    assert jobs.parse_time("2:05") == "02:05" and jobs.parse_time("23:59") == "23:59"
-    assert jobs.parse_day("SUN") == "sunday" and jobs.parse_day("thurs") == "thursday"
+    assert definitions.parse_time("2:05") == "02:05" and definitions.parse_time("23:59") == "23:59"
+    assert definitions.parse_day("SUN") == "sunday" and definitions.parse_day("thurs") == "thursday"
     for bad in ("24:00", "12:60", "", "1200"):
         with pytest.raises(ValueError, match="HH:MM"):
-            jobs.parse_time(bad)
+            definitions.parse_time(bad)
     with pytest.raises(ValueError, match="not a day"):
-        jobs.parse_day("t")  # tue or thu?
+        definitions.parse_day("t")  # tue or thu?
     assert JobDef("a", "etl", "every", interval_s=90).describe() == "every 90 s"
     local_next = jobs.next_run_local(JobDef("a", "etl", "weekly", weekday="friday", at_time="06:00"))
     assert local_next.weekday() == 4 and (local_next.hour, local_next.minute) == (6, 0)
