@@ -344,7 +344,7 @@ class DaskCsvSource:
         self.csv = CsvSource(path, settings, options)
         self.cluster = cluster
         self.location, self.checksum = self.csv.location, self.csv.checksum
-        self.encoding, self.estimated_rows = self.csv.encoding, self.csv.estimated_rows
+        self.encoding, self.estimated_rows, self.header = self.csv.encoding, self.csv.estimated_rows, self.csv.header
         self.engine_name = cluster.description  # shown as the run's engine (a database source's .engine is its SQLAlchemy engine)
 
     @property

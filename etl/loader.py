@@ -139,7 +139,7 @@ class LoadCounts:
     facts_already_loaded: int = 0
     quarantined: int = 0
     quarantine_already_held: int = 0
-    quarantine_by_reason: Counter = field(default_factory=Counter)
+    quarantine_by_reasons: Counter = field(default_factory=Counter)  # rows by their reasons as stored ('a;b' for two)
     dimensions: dict[str, dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     key_cache: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -248,8 +248,7 @@ class WarehouseLoader:
             quarantine = rejected[~rejected_known].assign(run_id=self.run_id)
             writes.append(("write_quarantine", partial(load_arrow, table="etl_quarantine", data=to_arrow(quarantine[_QUARANTINE_COLUMNS]))))
             self.counts.quarantined += len(quarantine)
-            for reasons in quarantine["reasons"]:
-                self.counts.quarantine_by_reason.update(reasons.split(";"))
+            self.counts.quarantine_by_reasons.update(quarantine["reasons"].value_counts().to_dict())
         self._submit(writes)
 
     def _count(self, plan: ChunkPlan) -> None:

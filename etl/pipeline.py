@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -32,7 +33,7 @@ from etl.sources import Source, SourceOptions, open_source
 from etl.stopwatch import Stopwatch
 from monitoring.alerts import run_alerts
 from monitoring.gate import GateResult, evaluate, record
-from monitoring.history import MAX_PROFILE_VALUES, profile_changes, quarantine_by_reasons
+from monitoring.history import MAX_PROFILE_VALUES, profile_changes
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
 from utils.memory import release_memory, use_system_allocator
@@ -268,9 +269,7 @@ def _process(
         progress.phase("finishing the load")
         counts = loader.finalize()
         _account(summary, counts)
-        summary.quarantine_by_reasons = quarantine_by_reasons(conn, summary.run_id)
         _profile(conn, summary, options.job_name, info, values)
-        summary.rows_with_several_reasons = sum(n for r, n in summary.quarantine_by_reasons.items() if ";" in r)
         progress.phase("quality gate")
         with stopwatch.timed("quality_gate"):
             gate = evaluate(conn, settings, summary.run_id, fact_holds_only_run=loader.facts_empty)
@@ -311,8 +310,7 @@ def _observe_values(values: dict[str, set[str] | None], accepted: pd.DataFrame) 
 
 def _profile(conn, summary: RunSummary, job_name: str, info: Source, values: dict[str, set[str] | None]) -> None:
     """The run's source profile (header as read, tracked values) and how it differs from earlier runs."""
-    header = getattr(getattr(info, "info", None), "header", None)
-    summary.source_columns = [h.strip() for h in header] if header else None
+    summary.source_columns = [h.strip() for h in info.header] if info.header else None
     summary.profile = {"columns": summary.source_columns, "values": {c: sorted(v) if v is not None else None for c, v in values.items()}}
     changes = profile_changes(conn, summary.run_id, job_name, info.location, summary.profile)
     summary.new_values = changes.new_values
@@ -337,7 +335,13 @@ def _account(summary: RunSummary, counts: LoadCounts) -> None:
     summary.rows_loaded = counts.facts_loaded
     summary.rows_quarantined = counts.quarantined
     summary.rows_already_loaded = counts.facts_already_loaded + counts.quarantine_already_held
-    summary.quarantine_by_reason = dict(sorted(counts.quarantine_by_reason.items()))
+    combos = counts.quarantine_by_reasons
+    by_reason: Counter = Counter()
+    for reasons, n in combos.items():
+        by_reason.update(dict.fromkeys(reasons.split(";"), n))
+    summary.quarantine_by_reason = dict(sorted(by_reason.items()))
+    summary.quarantine_by_reasons = dict(sorted(combos.items(), key=lambda kv: (";" in kv[0], -kv[1], kv[0])))
+    summary.rows_with_several_reasons = sum(n for reasons, n in combos.items() if ";" in reasons)
     summary.dimension_changes = counts.dimensions
     total = summary.rows_loaded + summary.rows_quarantined + summary.rows_already_loaded
     if total != summary.rows_read:

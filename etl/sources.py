@@ -33,6 +33,7 @@ class Source(Protocol):
     encoding: str | None
     estimated_rows: int | None
     engine_name: str  # what reads and cleans it, shown as the run's engine
+    header: list[str] | None  # the header line as read, for schema drift (None where the source has no header line)
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]: ...
 
@@ -44,6 +45,7 @@ class LocalSource:
     Dask engine's source cleans on its workers instead (etl/dask_engine.py)."""
 
     engine_name = "pandas"
+    header: list[str] | None = None
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         raise NotImplementedError
@@ -80,6 +82,7 @@ class CsvSource(LocalSource):
         self.checksum = self.info.checksum
         self.encoding = self.info.encoding
         self.estimated_rows = self.info.estimated_rows
+        self.header = self.info.header
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         return read_chunks(self.info, chunk_size, self.delimiter)

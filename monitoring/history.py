@@ -197,14 +197,6 @@ def quarantine_by_reason(conn: Connection, run_id: int | None) -> dict[str, int]
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def quarantine_by_reasons(conn: Connection, run_id: int) -> dict[str, int]:
-    """A run's quarantined rows by their reason codes as stored ('non_positive_price;duplicate'
-    for a row with two): each row counted once, so the counts add up to the run's quarantined rows."""
-    rows = conn.execute(text("SELECT reasons, COUNT(*) FROM etl_quarantine WHERE run_id = :run GROUP BY reasons"), {"run": run_id})
-    counts = {reasons or "": int(n) for reasons, n in rows}
-    return dict(sorted(counts.items(), key=lambda kv: (";" in kv[0], -kv[1], kv[0])))
-
-
 # -- source profiles: schema drift and new values ---------------------------------------------------
 
 MAX_PROFILE_VALUES = 500  # a column with more distinct values in one run is not low-cardinality: not tracked

@@ -339,3 +339,16 @@ def test_real_file_gives_the_pandas_warehouse_on_postgresql(real_file: Path, pg_
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def test_the_dask_engine_records_the_header_and_its_drift(tmp_path: Path, scheduler: str) -> None:
+    """Schema drift sees a Dask run's header as it sees the pandas engine's."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    dask = ("--engine", "dask", "--scheduler", scheduler, "--chunk-size", CHUNK)
+    first = _write(tmp_path / "sales-1.csv", [_line(r) for r in _rows(generate_sales(tmp_path / "g1.csv", 400, 3).path)])
+    assert etl(url, first, *dask)["source_columns"] == list(SOURCE_COLUMNS)
+    renamed = tmp_path / "sales-2.csv"
+    rows = _rows(generate_sales(tmp_path / "g2.csv", 400, 4).path)
+    renamed.write_text("\n".join([",".join([*SOURCE_COLUMNS[:-1], "Land"]), *(_line(r) for r in rows), ""]), encoding="utf-8")
+    summary = etl(url, renamed, *dask, "--map", "Country=Land")
+    assert summary["header_changes"] == {"previous_run": 1, "added": ["Land"], "removed": ["Country"]}
