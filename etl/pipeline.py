@@ -37,11 +37,10 @@ from monitoring.history import MAX_PROFILE_VALUES, profile_changes
 from utils.errors import PlatformError, QualityGateError
 from utils.logsetup import current_run_id
 from utils.memory import release_memory, use_system_allocator
-from utils.progress import as_progress
+from utils.progress import SILENT, RunProgress
 from utils.vocabulary import SNAKE
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int], None]
 
 
 @dataclass
@@ -120,12 +119,11 @@ def run_etl(
     engine: Engine,
     settings: Settings,
     options: EtlOptions,
-    progress: Progress | None = None,
+    progress: RunProgress = SILENT,
     on_wait: Callable[[], None] | None = None,
     source: Source | None = None,
 ) -> RunSummary:
     """Run one ETL of `options.source` (or of an already opened `source`) into the warehouse."""
-    progress = as_progress(progress)  # rows read, then the name of each later phase (utils/progress.py)
     use_system_allocator()
     info = source or open_source(str(options.source), settings, options.reader)
     try:
@@ -141,7 +139,7 @@ def run_etl(
         raise describe(engine, exc) from None
 
 
-def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: Source, progress: Progress | None) -> RunSummary:
+def _locked_run(engine: Engine, settings: Settings, options: EtlOptions, info: Source, progress: RunProgress) -> RunSummary:
     previous = ledger.previous_load(engine, info.checksum) if info.checksum else None
     run_id = ledger.open_run(engine, options.job_name, info.location, info.checksum, info.encoding)
     token = current_run_id.set(run_id)
@@ -237,7 +235,7 @@ def _process(
     options: EtlOptions,
     info: Source,
     summary: RunSummary,
-    progress: Progress | None,
+    progress: RunProgress,
     started,
     wall: float,
 ) -> None:
@@ -262,8 +260,7 @@ def _process(
                 summary.rows_read += rows_read
                 del accepted, rejected
                 release_memory()
-                if progress:
-                    progress(summary.rows_read)
+                progress(summary.rows_read)
             if pending is not None:
                 pending.result()
         progress.phase("finishing the load")

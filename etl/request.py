@@ -256,14 +256,15 @@ def _runner(
     from etl.dask_engine import engine_for, open_dask_source
     from etl.pipeline import EtlOptions, run_etl
     from etl.sources import open_source
+    from utils.progress import SILENT
 
     with engine_for(settings, request.engine, request.scheduler, sources) as cluster:
 
         def run(spec: str) -> RunSummary:
             opened = open_source(spec, settings, reader) if cluster is None else open_dask_source(spec, settings, reader, cluster)
             options = EtlOptions(spec, request.job_name, request.chunk_size, request.dry_run, request.force, reader)
-            with progress_factory(opened.estimated_rows) if progress_factory else nullcontext() as progress:
-                return run_etl(engine, settings, options, progress or None, on_wait, source=opened)
+            with progress_factory(opened.estimated_rows) if progress_factory else nullcontext(SILENT) as progress:
+                return run_etl(engine, settings, options, progress, on_wait, source=opened)
 
         yield run
 

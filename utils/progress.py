@@ -34,31 +34,8 @@ class _Silent:
     def phase(self, name: str) -> None:
         pass
 
-    def __bool__(self) -> bool:
-        return False
-
 
 SILENT = _Silent()
-
-
-def as_progress(progress: object | None) -> RunProgress:
-    """A RunProgress from what a caller passed: None, a plain `f(rows)`, or a RunProgress."""
-    if progress is None:
-        return SILENT
-    if hasattr(progress, "phase"):
-        return progress  # type: ignore[return-value]
-    return _Rows(progress)  # type: ignore[arg-type]
-
-
-class _Rows:
-    def __init__(self, report) -> None:
-        self._report = report
-
-    def __call__(self, rows: int) -> None:
-        self._report(rows)
-
-    def phase(self, name: str) -> None:
-        pass
 
 
 class ProgressBar:
