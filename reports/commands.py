@@ -195,13 +195,13 @@ def rfm_command(app, export: Path | None, fmt: str, no_cache: bool) -> None:
       python main.py report rfm --export rfm.csv
     """
     from reports.analytics import rfm_report, rfm_with_customers
-    from reports.output import to_csv, write_private
+    from reports.output import to_csv, write_output
 
     def work(service):
         if export is None:
             return rfm_report(service, use_cache=not no_cache)
         report, customers = rfm_with_customers(service, use_cache=not no_cache)
-        size = write_private(export, to_csv(customers))
+        size = write_output(export, to_csv(customers))
         report.notes.append(f"wrote {len(customers.rows):,} customers to {export} ({size:,} bytes)")
         return report
 

@@ -21,7 +21,7 @@ from sqlalchemy import inspect
 from monitoring import charts
 from performance.service import QueryService
 from reports import analytics as a
-from reports.output import cell, write_private
+from reports.output import cell, write_output
 from utils.urls import mask_url
 
 TOP_PRODUCTS, TOP_COUNTRIES = 10, 10
@@ -117,7 +117,7 @@ def write_dashboard(service: QueryService, path: Path, use_cache: bool = True) -
     start = time.perf_counter()
     board = build_dashboard(service, use_cache)
     page = render_html(board)
-    size = write_private(path, page, shared=True)  # a page to share: the user's umask, not 0600
+    size = write_output(path, page, shared=True)  # a page to share: the user's umask, not 0600
     return {
         "path": str(path), "bytes": size, "charts": page.count('<svg class="chart"'), "seconds": round(time.perf_counter() - start, 3),
         "cache": board.cache, "data_version": board.data_version, "latest_transaction": board.freshness["latest_transaction"],

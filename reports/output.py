@@ -122,7 +122,7 @@ def status_line(report: Report) -> str:
     return f"{plural(len(report.rows), 'row')} in {report.elapsed_ms:.1f} ms · cache {report.cache} · data version {report.data_version} · {report.form}"
 
 
-def write_private(path: Path, content: str, shared: bool = False) -> int:
+def write_output(path: Path, content: str, shared: bool = False) -> int:
     """Write `content` to `path` atomically (utils.files), user-only (0600), or `shared` with the
     mode the user's umask gives (the dashboard); a missing folder or a failed write is a
     ReportError. Returns the bytes written."""
