@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -99,5 +102,37 @@ def _register() -> None:
 
 _register()
 
+
+def run_and_exit() -> NoReturn:
+    """Run the command line, then end the process without the interpreter's teardown.
+
+    Everything registered to run at exit still runs (log handlers, thread pools, temporary
+    folders) and the standard streams are flushed; what is skipped is freeing every module and
+    object one by one, work nobody waits for once the answer is printed. Commands close their
+    warehouse connections and caches themselves (AppContext.close and the caches' own close)."""
+    try:
+        cli.main()
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`| head`), or a closed stream
+            status = status or 120  # what the interpreter itself returns when its final flush fails
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    """The status `sys.exit(code)` gives, printing a message code as the interpreter would."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
-    cli()
+    run_and_exit()

@@ -21,6 +21,8 @@ import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from bench import compile_project
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 GROUPS = ("config", "setup", "test", "etl", "runs", "quality", "quarantine", "alerts", "query", "performance", "schedule", "versions",
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--postgres", help="a loaded PostgreSQL warehouse URL")
     args = parser.parse_args()
     env = os.environ | {"COLUMNS": "80"}
+    compile_project()
     a = wall([PY, "-c", "import click, rich.console"], env, args.runs)
     b = wall([PY, "-c", "import sqlalchemy, click, rich.console"], env, args.runs)
     lines = [("A: import click, rich.console", a, None, None), ("B: import sqlalchemy, click, rich.console", b, None, None)]

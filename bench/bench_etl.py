@@ -51,7 +51,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench import references, write_floor
+from bench import compile_project, references, write_floor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REAL = Path(os.environ.get("RDP_REAL_DATASET") or REPO_ROOT.parent / "shared" / "datasets" / "online_retail.csv")
@@ -949,6 +949,7 @@ def cleanup(plan: Plan, console: Console) -> None:
 
 def benchmark(args: argparse.Namespace, console: Console) -> int:
     started = datetime.now()
+    compile_project()
     plan = make_plan(args)
     try:
         uses_pg = any(k in plan.kinds for k in ("floor", "postgresql", "pg_reference"))
