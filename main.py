@@ -115,6 +115,8 @@ def run_and_exit() -> NoReturn:
         status = 0
     except SystemExit as exc:
         status = _exit_status(exc.code)
+    if sys.getprofile() or sys.gettrace():  # under `python -m cProfile` or a debugger: they write their results after we return
+        sys.exit(status)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -29,13 +29,22 @@ GROUPS = ("config", "setup", "test", "etl", "runs", "quality", "quarantine", "al
           "metadata", "docs", "report", "data")  # fmt: skip
 
 
-def wall(argv: list[str], env: dict[str, str], runs: int) -> float:
-    times = []
+def _once(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def paired(argv: list[str], baseline: list[str], env: dict[str, str], runs: int) -> tuple[float, float, float]:
+    """The command and its baseline run alternately, `runs` times each: medians of both walls and
+    of each round's ratio (a shared machine's load changes within a minute; a baseline measured
+    once at the start would not see it)."""
+    walls, bases = [], []
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, cwd=ROOT)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        bases.append(_once(baseline, env))
+        walls.append(_once(argv, env))
+    ratios = [w / b for w, b in zip(walls, bases, strict=True)]
+    return statistics.median(walls), statistics.median(bases), statistics.median(ratios)
 
 
 def cli(*args: str) -> list[str]:
@@ -82,27 +91,28 @@ def main() -> None:
     args = parser.parse_args()
     env = os.environ | {"COLUMNS": "80"}
     compile_project()
-    a = wall([PY, "-c", "import click, rich.console"], env, args.runs)
-    b = wall([PY, "-c", "import sqlalchemy, click, rich.console"], env, args.runs)
-    lines = [("A: import click, rich.console", a, None, None), ("B: import sqlalchemy, click, rich.console", b, None, None)]
+    a = [PY, "-c", "import click, rich.console"]
+    b = [PY, "-c", "import sqlalchemy, click, rich.console"]
+    lines = []  # label, wall, baseline name, baseline wall of the same rounds, ratio, target
     for label, argv in [("--help", cli("--help")), ("--version", cli("--version"))] + [(f"{g} --help", cli(g, "--help")) for g in GROUPS]:
-        lines.append((label, wall(argv, env, args.runs), a, 4.0))
+        lines.append((label, "A", *paired(argv, a, env, args.runs), 4.0))
     for backend, url in (("sqlite", args.sqlite), ("postgresql", args.postgres)):
         if not url:
             continue
         for extra in (["query", "--named", "revenue_by_month"], ["report", "sales"]):
             subprocess.run(cli("--database-url", url, *extra), env=env, capture_output=True, check=True)  # fill the cache
-            lines.append((f"{' '.join(extra)} (cached, {backend})", wall(cli("--database-url", url, *extra), env, args.runs), b, 1.5))
+            lines.append(
+                (f"{' '.join(extra)} (cached, {backend})", "B", *paired(cli("--database-url", url, *extra), b, env, args.runs), 1.5)
+            )
         for extra in (["config", "show"], ["schedule", "list"], ["versions", "list"], ["performance", "cache-stats"]):
-            lines.append((f"{' '.join(extra)} ({backend})", wall(cli("--database-url", url, *extra), env, args.runs), b, None))
-    print(f"{'command':52} {'wall s':>7} {'ratio':>6} {'target':>7}  met")
-    for label, seconds, base, target in lines:
-        ratio = seconds / base if base else None
+            lines.append((f"{' '.join(extra)} ({backend})", "B", *paired(cli("--database-url", url, *extra), b, env, args.runs), None))
+    print("A = python -c 'import click, rich.console'; B = python -c 'import sqlalchemy, click, rich.console'")
+    print("each command alternates with its baseline; ratio: the median of each round's command / baseline")
+    print(f"{'command':52} {'wall s':>7} {'base s':>7} {'ratio':>6} {'target':>9}  met")
+    for label, base_name, seconds, base, ratio, target in lines:
         met = "" if target is None else ("yes" if ratio <= target else "NO")
-        base_name = "" if base is None else ("A" if base == a else "B")
-        print(
-            f"{label:52} {seconds:7.3f} {'' if ratio is None else f'{ratio:5.2f}x':>6} {'' if target is None else f'<={target}x {base_name}':>7}  {met}"
-        )
+        goal = "" if target is None else f"<={target}x {base_name}"
+        print(f"{label:52} {seconds:7.3f} {base:7.3f} {ratio:5.2f}x {goal:>9}  {met}")
     url = args.postgres or args.sqlite
     if url:
         print(f"\nprinting customer_rfm in process ({url.split(':')[0]}), ms: all rows vs one row")

@@ -83,3 +83,11 @@ def test_a_reader_that_goes_away_early_ends_the_command_quietly(loaded):
 def test_exit_status_follows_sys_exit(code, status, printed, capsys):
     assert _exit_status(code) == status
     assert capsys.readouterr().err == printed
+
+
+def test_a_profiler_still_gets_to_write_its_results(tmp_path):
+    out = tmp_path / "main.prof"
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), str(ROOT / "main.py"), "--version"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
