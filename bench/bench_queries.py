@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -154,12 +155,12 @@ def uncached(url: str, runs: int) -> dict:
 
 def fill_in_child(url: str, cache: CacheSettings) -> None:
     subprocess.run(
-        [sys.executable, "-m", "bench.bench_queries", "--fill", url, "--cache-json", cache.model_dump_json()], check=True, cwd=REPO_ROOT
+        [sys.executable, "-m", "bench.bench_queries", "--fill", url, "--cache-json", json.dumps(asdict(cache))], check=True, cwd=REPO_ROOT
     )
 
 
 def fill(url: str, cache_json: str) -> None:
-    svc = service(url, CacheSettings.model_validate_json(cache_json))
+    svc = service(url, CacheSettings(**json.loads(cache_json)))
     for name in STANDARD_QUERIES:
         svc.run_named(name)
     svc.close()
@@ -171,7 +172,7 @@ def cached(url: str, cache: CacheSettings, runs: int) -> dict:
     out: dict = {}
     for name in STANDARD_QUERIES:  # the first answer of a new process: opens the connection and the store
         done = subprocess.run(
-            [sys.executable, "-m", "bench.bench_queries", "--first", url, "--query", name, "--cache-json", cache.model_dump_json()],
+            [sys.executable, "-m", "bench.bench_queries", "--first", url, "--query", name, "--cache-json", json.dumps(asdict(cache))],
             check=True, capture_output=True, text=True, cwd=REPO_ROOT,
         )  # fmt: skip
         out[name] = json.loads(done.stdout)
@@ -189,7 +190,7 @@ def cached(url: str, cache: CacheSettings, runs: int) -> dict:
 
 def first(url: str, name: str, cache_json: str) -> None:
     start = time.perf_counter()
-    svc = service(url, CacheSettings.model_validate_json(cache_json))  # opens the cache store
+    svc = service(url, CacheSettings(**json.loads(cache_json)))  # opens the cache store
     opened = (time.perf_counter() - start) * 1000
     result = svc.run_named(name)
     assert result.cache == "hit", f"{name}: the cache filled by the earlier process did not answer"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -114,7 +114,7 @@ def _replay_rows(conn: Connection, settings: Settings, run: int | None, reason: 
         return
     # The duplicate rule is about the source file, which a replay does not see again: a row
     # quarantined as a duplicate stays one while rules.reject_duplicates is on.
-    relaxed = settings.model_copy(update={"rules": settings.rules.model_copy(update={"reject_duplicates": False})})
+    relaxed = replace(settings, rules=replace(settings.rules, reject_duplicates=False))
     frame = pd.DataFrame({col: rows[SNAKE[col]].fillna("").astype("str") for col in SOURCE_COLUMNS})
     positions = np.arange(len(rows), dtype=np.int64)  # passed as "source rows" to map results back
     accepted = Cleaner(relaxed).clean(frame, positions).accepted

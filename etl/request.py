@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,10 +160,10 @@ def _reader_options(settings: Settings, request: RunRequest) -> tuple[Settings, 
         spec = settings.sources[request.layout]
         reader.column_map = dict(spec.columns)
         reader.encoding, reader.delimiter = spec.encoding, spec.delimiter
-        etl = settings.etl.model_copy(
-            update={k: v for k, v in {"date_formats": spec.date_formats, "decimal": spec.decimal}.items() if v is not None}
+        etl = replace(
+            settings.etl, **{k: v for k, v in {"date_formats": spec.date_formats, "decimal": spec.decimal}.items() if v is not None}
         )
-        settings = settings.model_copy(update={"etl": etl})
+        settings = replace(settings, etl=etl)
     reader.column_map.update(parse_map_options(request.mappings))
     reader.delimiter = request.delimiter or reader.delimiter
     reader.encoding = request.encoding or reader.encoding

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from dataclasses import replace
 
 import click
 
@@ -19,7 +20,7 @@ def _service(app, cached: bool = True):
     from performance.service import QueryService
 
     settings = app.settings.cache
-    return QueryService(app.engine, settings if cached else settings.model_copy(update={"enabled": False}))
+    return QueryService(app.engine, settings if cached else replace(settings, enabled=False))
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:

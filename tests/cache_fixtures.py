@@ -5,8 +5,6 @@ Redis tests skip when 127.0.0.1:6379 (RDP_TEST_REDIS_URL) is unreachable, unless
 RDP_REQUIRE_REDIS=1 makes that a failure (as RDP_REQUIRE_POSTGRES does for PostgreSQL).
 
 The cache is configured through RDP_CACHE__* variables, the `cache` section of the settings.
-Until config/settings.py declares that section, `ensure_cache_section` adds it to the settings
-model of the process (in-process: for one test; child processes: see `main_command`).
 """
 
 from __future__ import annotations
@@ -20,43 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import Field
-
-from config.cache import CacheSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("RDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def ensure_cache_section() -> type | None:
-    """Give Settings its `cache` section if config/settings.py does not declare it yet; returns the
-    original class when it had to (so a test can put it back)."""
-    from config import settings as cfg
-
-    if "cache" in cfg.Settings.model_fields:
-        return None
-    original = cfg.Settings
-
-    class SettingsWithCache(original):  # type: ignore[valid-type, misc]
-        cache: CacheSettings = Field(default_factory=CacheSettings)
-
-    SettingsWithCache.__name__ = "Settings"
-    cfg.Settings = SettingsWithCache
-    return original
-
-
 @pytest.fixture
-def cache_section() -> Iterator[None]:
-    from config import settings as cfg
-
-    original = ensure_cache_section()
-    yield
-    if original is not None:
-        cfg.Settings = original
-
-
-@pytest.fixture
-def disk_cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_section: None) -> dict[str, str]:
+def disk_cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """A disk cache of this test only."""
     env = {"RDP_CACHE__DISK_PATH": str(tmp_path / "cache"), "RDP_CACHE__BACKEND": "disk"}
     for name, value in env.items():
@@ -86,7 +54,7 @@ def redis_available() -> None:
 
 
 @pytest.fixture
-def redis_cache_env(redis_available: None, monkeypatch: pytest.MonkeyPatch, cache_section: None) -> Iterator[dict[str, str]]:
+def redis_cache_env(redis_available: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """A Redis cache under a key prefix of this test only, removed afterwards."""
     import redis
 
@@ -102,20 +70,9 @@ def redis_cache_env(redis_available: None, monkeypatch: pytest.MonkeyPatch, cach
     client.close()
 
 
-_SHIM = (
-    "import sys, runpy; sys.path.insert(0, {root!r}); "
-    "from tests.cache_fixtures import ensure_cache_section; ensure_cache_section(); "
-    "sys.argv = ['main.py'] + sys.argv[1:]; runpy.run_path({main!r}, run_name='__main__')"
-)
-
-
 def main_command(*args: str) -> list[str]:
-    """argv of `python main.py ARGS` in a child process (with the cache section ensured)."""
-    from config import settings as cfg
-
-    if "cache" in cfg.Settings.model_fields and cfg.Settings.__module__ == "config.settings":
-        return [sys.executable, str(ROOT / "main.py"), *args]
-    return [sys.executable, "-c", _SHIM.format(root=str(ROOT), main=str(ROOT / "main.py")), *args]
+    """argv of `python main.py ARGS` in a child process."""
+    return [sys.executable, str(ROOT / "main.py"), *args]
 
 
 def run_main(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from performance.queries import STANDARD_QUERIES
-from tests.cache_fixtures import cache_section, disk_cache_env  # noqa: F401  (fixtures)
+from tests.cache_fixtures import disk_cache_env  # noqa: F401  (fixtures)
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, etl_json, one
 

@@ -9,13 +9,13 @@ import random
 
 import pytest
 
-from config.settings import Settings
+from config.settings import Settings, parse_settings
 from monitoring.anomaly import assess, detect_points, metric_rule, point_metrics
 from monitoring.history import RunPoint
 
 
 def settings(**rules: object) -> Settings:
-    return Settings.model_validate({"quality_rules": rules})
+    return parse_settings({"quality_rules": rules})
 
 
 def noisy(centre: float, spread: float, n: int, seed: int = 1) -> list[float]:

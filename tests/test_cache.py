@@ -20,7 +20,6 @@ from performance.cache import DecodedAnswers, DiskCache, RedisCache, decode_resu
 from performance.service import QueryService
 from tests.cache_fixtures import (  # noqa: F401  (fixtures)
     REDIS_URL,
-    cache_section,
     disk_cache_env,
     query_json,
     redis_available,
@@ -135,7 +134,6 @@ def test_answers_keep_integers_beyond_64_bits_and_non_finite_floats() -> None:
 def test_query_answers_when_the_cache_is_down(
     sqlite_cli: Cli,
     tmp_path: Path,
-    cache_section: None,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     etl_json(sqlite_cli, write_csv(tmp_path / "rows.csv", ROWS))

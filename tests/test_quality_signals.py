@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import bindparam, text
 
-from config.settings import Settings
+from config.settings import DatabaseSettings
 from database.engine import make_engine
 from database.models import TIMESTAMP
 from sampledata.generator import generate_sales
@@ -41,7 +41,7 @@ def extracts(tmp_path: Path, parts: int, rows_each: int, blank_last: float = 0.0
 
 
 def alerts_of(url: str, run_id: int | None = None) -> list[tuple[str, str, str]]:
-    engine = make_engine(Settings.model_validate({"database": {"url": url}}).database)
+    engine = make_engine(DatabaseSettings(url=url))
     with engine.connect() as conn:
         sql = "SELECT rule, metric, message FROM alerts" + (" WHERE run_id = :r" if run_id else "") + " ORDER BY id"
         rows = [tuple(r) for r in conn.execute(text(sql), {"r": run_id})]
@@ -113,7 +113,7 @@ def test_first_load_of_the_shipped_sample_warns_about_nothing(run_cli: Cli, ware
 
 
 def _set_finished(url: str, job: str, days_ago: float) -> None:
-    engine = make_engine(Settings.model_validate({"database": {"url": url}}).database)
+    engine = make_engine(DatabaseSettings(url=url))
     when = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(days=days_ago)
     with engine.begin() as conn:
         conn.execute(
@@ -246,7 +246,7 @@ def test_a_country_never_seen_before_is_reported(run_cli: Cli, tmp_path: Path) -
 def test_an_existing_warehouse_gets_the_profile_column(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
     first, second = extracts(tmp_path, 2, 200, seed=2)
     load(run_cli, first)
-    engine = make_engine(Settings.model_validate({"database": {"url": warehouse_url}}).database)
+    engine = make_engine(DatabaseSettings(url=warehouse_url))
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE etl_runs DROP COLUMN source_profile"))  # as a warehouse made before it
     assert load(run_cli, second) == 2
@@ -276,7 +276,7 @@ def test_real_file_months_and_reasons(real_file: Path, tmp_path: Path) -> None:
             row[6] = ""
     cli = Cli(f"sqlite:///{tmp_path / 'months.db'}")
     runs = [load(cli, write_csv(tmp_path / f"online-retail-{month}.csv", rows, header)) for month, rows in months.items()]
-    engine = make_engine(Settings.model_validate({"database": {"url": cli.url}}).database)
+    engine = make_engine(DatabaseSettings(url=cli.url))
     with engine.connect() as conn:
         measured = conn.execute(
             text("SELECT run_id, measured FROM quality_results WHERE check_name = 'completeness.source.customer_id' ORDER BY id")

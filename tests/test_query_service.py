@@ -15,7 +15,7 @@ from database.engine import make_engine
 from performance.queries import STANDARD_QUERIES
 from performance.service import QueryService
 from performance.sqlguard import QueryRefused, check_read_only
-from tests.cache_fixtures import cache_section, disk_cache_env  # noqa: F401  (pytest fixtures)
+from tests.cache_fixtures import disk_cache_env  # noqa: F401  (pytest fixtures)
 from tests.conftest import Cli, write_csv
 from tests.test_cli_etl import ROWS, etl_json, one
 from tests.test_versions import FIRST, SECOND

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -324,7 +325,7 @@ def test_retry_until_postgresql_comes_back(pg_url: str, tmp_path: Path) -> None:
         overrides={"database": {"url": via_proxy}, "scheduler": {"retry_backoff_s": 0.2, "max_retries": 6, "settle_seconds": 0}},
         default_files=(),
     )
-    setup = make_engine(settings.database.model_copy(update={"url": pg_url}))
+    setup = make_engine(replace(settings.database, url=pg_url))
     ensure_schema(setup)
     drop(tmp_path / "in", "a.csv", 1)
     engine = make_engine(settings.database)

@@ -1,5 +1,6 @@
 """Cheap commands must not load the ETL's libraries (issue #21): help screens, --version,
-config, schedule definitions and listings, and answers served from the query cache.
+config, schedule definitions and listings, and answers served from the query cache; nor
+pydantic, once a command with the same settings has validated them.
 
 Each command runs in a subprocess that reports, at exit, which heavy modules were imported (and
 whether SQLAlchemy's ORM was: the cached answers must not need the warehouse's models)."""
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("pandas", "pyarrow", "numpy")
+HEAVY = ("pandas", "pyarrow", "numpy", "pydantic")  # pydantic: only when the settings' layers changed (config/snapshot.py)
 ORM = "sqlalchemy.orm"  # the warehouse's models: a cached answer needs the aggregates' names and SQL only
 PROBE = (
     "import atexit, json, runpy, sys\n"
@@ -40,7 +41,8 @@ def warehouse(tmp_path_factory):
     """A small SQLite warehouse with one load, and its cache filled by one query and one report."""
     work = tmp_path_factory.mktemp("startup")
     env = os.environ | {"RDP_DATABASE__URL": f"sqlite:///{work / 'w.db'}", "RDP_CACHE__DISK_PATH": str(work / "cache"),
-                        "RDP_LOGGING__FILE": str(work / "log.jsonl"), "RDP_SCHEDULER__PID_FILE": str(work / "pid")}  # fmt: skip
+                        "RDP_LOGGING__FILE": str(work / "log.jsonl"), "RDP_SCHEDULER__PID_FILE": str(work / "pid"),
+                        "RDP_SETTINGS_CACHE": str(work / "settings")}  # fmt: skip
     main = [sys.executable, str(ROOT / "main.py")]
     subprocess.run([*main, "data", "generate", "--rows", "2000", "--output", str(work / "s.csv")], env=env, check=True, capture_output=True)
     subprocess.run([*main, "etl", "--source", str(work / "s.csv")], env=env, check=True, capture_output=True)
