@@ -12,7 +12,9 @@ PostgreSQL fact table COPYs the facts without indexes and builds them in `finali
 the fact (database/fact_indexes.py). At the end (`finalize`): the
 changes to known products in one upsert, the key sequences, facts of customers whose versions
 changed during the run re-pointed in one UPDATE (a country change seen in a later chunk moves the
-facts after it to the new version), and the aggregates refreshed.
+facts after it to the new version), and the aggregates refreshed: dates that held facts before
+are summed again from the fact; a run whose facts are all on new dates (a day's extract) adds
+its own monthly and all-dates sums to the stored rows.
 
 Why not COPY every fact into a staging table and INSERT ... SELECT from it: that second pass
 over every fact costs more than the COPY itself (docs/performance.md) and cannot overlap with
@@ -32,8 +34,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, bindparam, text
 
+from database.aggregates import add_rows, write_monthly_products, write_sums
 from database.aggregates import refresh as refresh_aggregates
-from database.aggregates import write_monthly_products, write_sums
 from database.bulk import load_arrow, load_frame, to_arrow
 from database.fact_indexes import FactIndex, build_fact_indexes, drop_fact_indexes
 from database.models import SQLITE_TS_FORMAT
@@ -312,7 +314,15 @@ class WarehouseLoader:
             # product rows are written as they are, not summed again in SQL from the daily ones.
             fresh = written - {int(d) // 100 for d in keys.preexisting_dates} - {d // 100 for d in recompute}
             write_monthly_products(self.conn, keys.aggregates.monthly_products(fresh))
-            refresh_aggregates(self.conn, recompute, months=written - fresh, products_written=fresh)
+            if recompute:
+                refresh_aggregates(self.conn, recompute, months=written - fresh, products_written=fresh)
+            else:
+                # Every new fact is on a date that had none and none moved: each month, customer
+                # version and product gains exactly the run's sums. They are added to the stored
+                # rows, not summed again from every daily row of their months and keys.
+                add_rows(self.conn, "agg_monthly_product", keys.aggregates.monthly_products(written - fresh))
+                for table, rows in keys.aggregates.rollups().items():
+                    add_rows(self.conn, table, rows)
         with timed("dim_products"):
             row = self.conn.execute(
                 text(
