@@ -405,14 +405,26 @@ class WarehouseLoader:
         return _isin_sorted(ids, self._quarantine_ids)
 
     def _known_quarantine(self, rejected: pd.DataFrame) -> np.ndarray:
+        """Rejected lines an earlier run quarantined or loaded as facts. A fact is looked up on
+        the one date its identity allows (the cleaner's `date_key`, -1: it matches no fact), through
+        the (date_key, line_id) index, not by reading every fact's line_id."""
         ids = rejected["line_id"].to_numpy(dtype=np.int64)
         known = self._in_quarantine(ids)
-        unknown = ids[~known].tolist()
-        if self.facts_empty or not unknown:
+        if self.facts_empty or known.all():
             return known
-        sql = text("SELECT line_id FROM fact_sales WHERE line_id IN :ids").bindparams(bindparam("ids", expanding=True))
-        found = [k for start in range(0, len(unknown), 5_000) for (k,) in self.conn.execute(sql, {"ids": unknown[start : start + 5_000]})]
-        return known | np.isin(ids, np.array(found, dtype=np.int64))
+        if "date_key" not in rejected.columns:  # rows that did not come from the cleaner
+            unknown = ids[~known].tolist()
+            sql = text("SELECT line_id FROM fact_sales WHERE line_id IN :ids").bindparams(bindparam("ids", expanding=True))
+            found = [
+                k for start in range(0, len(unknown), 5_000) for (k,) in self.conn.execute(sql, {"ids": unknown[start : start + 5_000]})
+            ]
+            return known | np.isin(ids, np.array(found, dtype=np.int64))
+        probe = ~known & (rejected["date_key"].fillna(-1).to_numpy(dtype=np.int64) >= 0)
+        if not probe.any():
+            return known
+        sql, params = self._stage_line_keys(rejected.loc[probe, ["date_key", "line_id"]].astype(np.int64))
+        existing = np.fromiter((k for (k,) in self.conn.execute(text(sql), params)), dtype=np.int64)
+        return known | (probe & np.isin(ids, existing))
 
 
 def _run_writes(conn: Connection, writes: list[Write]) -> dict[str, float]:
