@@ -2,7 +2,8 @@
 
 `prepare` reads the warehouse's keys once (a `KeyState`: max + 1 of each key, under the warehouse
 lock). Per chunk, on the loader thread: lines the warehouse already holds are set aside by their
-identity (exactly once: this needs the database), the rest go to `plan_chunk` (etl/transform.py:
+identity (exactly once: this needs the database), the versions of customers the run meets for the
+first time are read, the rest go to `plan_chunk` (etl/transform.py:
 dates, SCD1 products, SCD2 customer versions, surrogate keys, aggregate sums, all in memory, so no
 chunk waits for the database to hand keys back), and the plan becomes the chunk's writes
 (dimension rows, aggregate sums, COPY / executemany of the facts and quarantined rows). Those run
@@ -42,7 +43,7 @@ from database.models import SQLITE_TS_FORMAT
 from database.partitions import ensure_month, existing_partitions, is_partitioned, partition_name
 from etl.aggregates import RunAggregates
 from etl.stopwatch import Stopwatch
-from etl.transform import ChunkPlan, KeyState, Scd2Plan, plan_chunk, staged_products
+from etl.transform import VERSION_COLUMNS, ChunkPlan, KeyState, Scd2Plan, plan_chunk, staged_products
 
 _STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
     product_key INTEGER, stock_code TEXT NOT NULL, description TEXT, unit_price NUMERIC(18, 3) NOT NULL, transaction_datetime TIMESTAMP NOT NULL,
@@ -159,6 +160,8 @@ class WarehouseLoader:
         self.quarantine_held = 0  # lines earlier runs quarantined
         self._quarantine_ids: np.ndarray | None = None  # all of them, read once a run's chunks are as many
         self.facts_empty = True
+        self._versions_held = False  # dim_customers holds a customer's version (read in prepare)
+        self._customers_read: set[str] = set()  # customers whose versions keys.versions holds
         self.deferred_indexes: list[FactIndex] = []  # dropped for a first load, built in finalize
         self.partitions: set[str] | None = None
         self.dates_inserted = 0
@@ -218,16 +221,12 @@ class WarehouseLoader:
             return int(self.conn.execute(text(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {table}")).scalar_one())
 
         dates = np.array(sorted(k for (k,) in self.conn.execute(text("SELECT date_key FROM dim_date"))), dtype=np.int64)
-        versions = pd.read_sql_query(
-            text("SELECT customer_key, customer_id, effective_date, expiry_date, country FROM dim_customers WHERE customer_id IS NOT NULL"),
-            self.conn,
+        self._versions_held = (
+            self.conn.execute(text("SELECT 1 FROM dim_customers WHERE customer_id IS NOT NULL LIMIT 1")).first() is not None
         )
-        for col in ("effective_date", "expiry_date"):
-            versions[col] = pd.to_datetime(versions[col]).astype("datetime64[us]")
         return KeyState(
             product_keys=dict(self.conn.execute(text("SELECT stock_code, product_key FROM dim_products")).all()),
             date_keys=set(dates.tolist()),
-            versions=versions,
             next_product_key=next_key("dim_products", "product_key"),
             next_customer_key=max(1, next_key("dim_customers", "customer_key")),  # the unknown member is -1
             next_sales_key=next_key("fact_sales", "sales_key"),
@@ -242,7 +241,10 @@ class WarehouseLoader:
             rejected_known = self._known_quarantine(rejected)
         self.counts.facts_already_loaded += int(known.sum())
         self.counts.quarantine_already_held += int(rejected_known.sum())
-        plan = plan_chunk(accepted[~known], self.keys, self.run_id, self.stopwatch.timed)
+        fresh = accepted[~known]
+        with self.stopwatch.timed("dim_customers"):
+            self._read_versions(fresh["customer_id"])
+        plan = plan_chunk(fresh, self.keys, self.run_id, self.stopwatch.timed)
         self._count(plan)
         writes = self._writes(plan)
         del plan
@@ -252,6 +254,27 @@ class WarehouseLoader:
             self.counts.quarantined += len(quarantine)
             self.counts.quarantine_by_reasons.update(quarantine["reasons"].value_counts().to_dict())
         self._submit(writes)
+
+    def _read_versions(self, customer_ids: pd.Series) -> None:
+        """Add to the run's customer versions those of the chunk's customers it has not met yet:
+        planning needs no other, so a day's extract does not read every version the warehouse
+        holds. A customer met once is never read again; the run's own changes to it are in
+        `keys.versions` from then on."""
+        wanted = set(pd.unique(customer_ids.dropna()).tolist()) - self._customers_read
+        if not wanted or not self._versions_held:
+            return
+        self._customers_read |= wanted
+        sql = text(f"SELECT {', '.join(VERSION_COLUMNS)} FROM dim_customers WHERE customer_id IN :ids ORDER BY customer_key")
+        sql = sql.bindparams(bindparam("ids", expanding=True))
+        listed = sorted(wanted)
+        rows = [r for start in range(0, len(listed), 5_000) for r in self.conn.execute(sql, {"ids": listed[start : start + 5_000]})]
+        if not rows:
+            return
+        versions = pd.DataFrame([tuple(r) for r in rows], columns=VERSION_COLUMNS)
+        for col in ("effective_date", "expiry_date"):
+            versions[col] = pd.to_datetime(versions[col]).astype("datetime64[us]")
+        held = self.keys.versions
+        self.keys.versions = versions if held.empty else pd.concat([held, versions], ignore_index=True)
 
     def _count(self, plan: ChunkPlan) -> None:
         self.counts.facts_loaded += len(plan.facts)

@@ -197,7 +197,8 @@ class KeyState:
     starts (the loader's `prepare`), then moved on by `plan_chunk` chunk after chunk.
 
     `versions` holds the customer versions (VERSION_COLUMNS) as the database will hold them once
-    the planned writes are done; `expired` maps each version this run expired to the first date
+    the planned writes are done, of every customer of the chunks planned so far (the loader adds
+    a chunk's customers met for the first time before planning it); `expired` maps each version this run expired to the first date
     whose facts may need re-pointing; `product_changes` the run's latest values of products known
     before their chunk (SCD1, written once at the end); `touched_dates` the dates of the run's facts.
     """
