@@ -68,6 +68,23 @@ RELATIONS: dict[str, Relation] = {
     "product": Relation("dim_products p"),
     "date": Relation("dim_date d"),
 }
+# SQLite runs LEAD() over every version as a co-routine that reads each table row; the next
+# version's start is the smallest later start of the same customer, which the unique
+# (customer_id, effective_date) index answers per version without the table. PostgreSQL keeps
+# LEAD(): one sort of the versions is cheaper for it than a look-up per version.
+SQLITE_RELATIONS: dict[str, Relation] = {
+    "customer_version": Relation(
+        "(SELECT o.customer_key, o.customer_id, o.effective_date, o.expiry_date, "
+        "(SELECT MIN(n.effective_date) FROM dim_customers n WHERE n.customer_id = o.customer_id "
+        "AND n.effective_date > o.effective_date) AS next_effective "
+        "FROM dim_customers o WHERE o.customer_id IS NOT NULL) v"
+    ),
+}
+
+
+def relation(name: str, dialect: str) -> Relation:
+    """The relation `name` as the checks query it on `dialect` (the same rows either way)."""
+    return SQLITE_RELATIONS.get(name, RELATIONS[name]) if dialect == "sqlite" else RELATIONS[name]
 
 
 @dataclass
