@@ -438,3 +438,18 @@ def test_sqlite_customer_versions_relation_gives_the_rows_of_lead(clean: Warehou
             assert conn.execute(text(rows.format(SQLITE_RELATIONS["customer_version"].from_sql))).all() == lead
         assert sum(r.next_effective is not None for r in lead) == 2  # the customer's three versions
         trans.rollback()
+
+
+def test_sqlite_stock_code_check_answers_like_its_regexp() -> None:
+    """The GLOB shortcut of the stock code check on SQLite never changes REGEXP's answer."""
+    from monitoring.checks import STOCK_CODE_PATTERN, Dialect
+
+    values = ["12345", "12345A", "12345AB", "12345ABC", "1234", "12345a", "١٢٣٤٥", "12345\n", "ABCDE", "123456", "12345Ä", "POST", "",
+              "12 45", "00000ZZ", "1234５", "12345Z "]  # fmt: skip
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        for value in values:
+            params = {"v": value, "stock_re": STOCK_CODE_PATTERN}
+            regexp = conn.execute(text("SELECT NOT (:v REGEXP :stock_re)"), params).scalar_one()
+            assert conn.execute(text(f"SELECT {Dialect('sqlite').invalid_stock_code(':v')}"), params).scalar_one() == regexp, value
+    engine.dispose()
