@@ -268,9 +268,9 @@ def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
 
     if frame.empty:
         return
-    keys = [c for c in COLUMNS[table] if c.endswith("_key")]
+    keys = [c.name for c in Base.metadata.tables[table].primary_key.columns]
     sums = [c for c in frame.columns if c not in keys]
-    added = ", ".join(f"{c} = {_ADD.get(c, '{}').format(f'{table}.{c} + excluded.{c}')}" for c in sums)
+    added = ", ".join(f"{c} = {_combined(conn, table, c)}" for c in sums)
     upsert = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
     if conn.dialect.name == "postgresql":
         stage = f"stg_{table}"
@@ -285,6 +285,14 @@ def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
 
 # SQLite adds REALs in binary floating point: rounding to the 3 stored decimals keeps sums exact.
 _ADD = {c: "ROUND({}, 3)" for c in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue")}
+
+
+def _combined(conn: Connection, table: str, column: str) -> str:
+    """A stored row's `column` with the same row of the new sums added (a last date: the later one)."""
+    if column == "last_date_key":
+        later = "GREATEST" if conn.dialect.name == "postgresql" else "MAX"
+        return f"{later}({table}.{column}, excluded.{column})"
+    return _ADD.get(column, "{}").format(f"{table}.{column} + excluded.{column}")
 
 
 PRODUCT_KEY = ["date_key", "product_key"]

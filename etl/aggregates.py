@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from database.aggregates import COLUMNS, CUSTOMER_KEY, CUSTOMER_SUMS, INVOICE_KEY, MONTH_PRODUCT_KEY, PRODUCT_KEY, write_sums
 from etl.identity import DuplicateTracker
 
+_SALES_SUMS = ["lines", "invoices", "units", "revenue", "return_revenue"]  # agg_monthly_sales and agg_customer_totals
 COUNTED_WINDOW = 250_000  # invoice keys kept in memory by a run's aggregates (8 bytes each)
 
 
@@ -32,6 +33,8 @@ class RunAggregates:
         self._customers: list[pd.DataFrame] = []
         self._invoices: list[pd.DataFrame] = []
         self._monthly: pd.DataFrame | None = None  # the run's sums by (month, product), in thousandths
+        self._sales: pd.DataFrame | None = None  # the run's sums by month (agg_monthly_sales), in thousandths
+        self._customer_totals: pd.DataFrame | None = None  # by customer version, with its last date, in thousandths
         # Hashes of (date, customer, invoice, kind) already counted, grouped by date: beyond the
         # tracker's window they go to its spill file, read back only for dates counted before.
         self._counted = DuplicateTracker(window=COUNTED_WINDOW)
@@ -95,6 +98,7 @@ class RunAggregates:
         invoices = pd.concat(self._invoices).groupby(INVOICE_KEY, as_index=False).max()
         self._products, self._customers, self._invoices = [], [], []
         customers = customers.merge(self._new_invoice_counts(invoices), on=CUSTOMER_KEY, how="left")
+        self._fold_customers(customers)
         for col in ("revenue", "return_revenue"):
             products[col] = products[col] / 1000
         for col in ("revenue", "return_revenue", "sale_revenue", "adjustment_revenue"):
@@ -119,6 +123,41 @@ class RunAggregates:
         if self._monthly is not None:
             monthly = pd.concat([self._monthly, monthly])
         self._monthly = monthly.groupby(MONTH_PRODUCT_KEY, as_index=False).sum()
+
+    def _fold_customers(self, customers: pd.DataFrame) -> None:
+        """Add daily customer sums (invoices counted once) to the run's sums by month and by
+        customer version (months, and customer versions: small)."""
+        sales = customers[_SALES_SUMS].groupby(customers["date_key"] // 100).sum().rename_axis("month_key").reset_index()
+        totals = customers[["customer_key", *_SALES_SUMS]].assign(last_date_key=customers["date_key"])
+        if self._sales is not None:
+            sales = pd.concat([self._sales, sales])
+            totals = pd.concat([self._customer_totals, totals])
+        self._sales = sales.groupby("month_key", as_index=False).sum()
+        self._customer_totals = totals.groupby("customer_key", as_index=False).agg(
+            {"last_date_key": "max", **dict.fromkeys(_SALES_SUMS, "sum")}
+        )
+
+    def rollups(self) -> dict[str, pd.DataFrame]:
+        """agg_monthly_sales, agg_customer_totals and agg_product_totals rows of this run's facts
+        alone: what the run adds to those tables when all its facts are on dates the warehouse
+        had no facts on before (the caller knows when), in each table's columns."""
+        monthly = self._monthly if self._monthly is not None else pd.DataFrame(columns=MONTH_PRODUCT_KEY)
+        frames = {
+            "agg_monthly_sales": self._sales,
+            "agg_customer_totals": self._customer_totals,
+            "agg_product_totals": monthly.drop(columns="month_key").groupby("product_key", as_index=False).sum(),
+        }
+        out = {}
+        for table, frame in frames.items():
+            columns = list(COLUMNS[table])
+            if frame is None or frame.empty:
+                out[table] = pd.DataFrame(columns=columns)
+                continue
+            rows = frame.copy()
+            for col in ("revenue", "return_revenue"):
+                rows[col] = rows[col] / 1000
+            out[table] = rows[columns].reset_index(drop=True)
+        return out
 
     def monthly_products(self, months: Iterable[int]) -> pd.DataFrame:
         """agg_monthly_product rows of `months` from this run's facts alone: the whole rows of a

@@ -82,6 +82,7 @@ class Prepared:
     hashes: np.ndarray
     source_rows: np.ndarray
     invoices: np.ndarray
+    fact_dates: np.ndarray | None = None  # every row's `fact_date_keys`
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -208,7 +209,8 @@ class CleaningRules:
         ok = ~flags.any(axis=1)
         accepted = self._accepted(t[ok], quantity[ok], price[ok], when[ok], customer[ok], hashes[ok].view(np.int64), source_rows[ok])
         invoices = pd.util.hash_pandas_object(t["InvoiceNo"], index=False).to_numpy(dtype=np.uint64)
-        return Prepared(accepted, raw, list(reasons), flags, hashes, np.asarray(source_rows), invoices)
+        fact_dates = fact_date_keys(t["InvoiceDate"], when)
+        return Prepared(accepted, raw, list(reasons), flags, hashes, np.asarray(source_rows), invoices, fact_dates)
 
     def _accepted(self, t, quantity, price, when, customer, line_id, rows) -> pd.DataFrame:
         invoice = t["InvoiceNo"]
@@ -270,6 +272,8 @@ class Cleaner:
             accepted["line_id"] = line_id[ok]  # a repeat keeps its own identity
         bad = flags.any(axis=1)
         rejected = _rejected(prepared.raw[bad], np.array(codes), flags[bad], line_id[bad], prepared.source_rows[bad])
+        if prepared.fact_dates is not None:
+            rejected["date_key"] = prepared.fact_dates[bad]
         return CleanResult(accepted, rejected)
 
 
@@ -292,6 +296,25 @@ def _canonical(t: pd.DataFrame, q_ok, quantity, p_ok, price, when, customer) -> 
     out["InvoiceDate"] = t["InvoiceDate"].where(when.isna(), _iso_text(when))
     out["CustomerID"] = customer.fillna(t["CustomerID"])
     return out[list(SOURCE_COLUMNS)]
+
+
+def fact_date_keys(text: pd.Series, when: pd.Series) -> np.ndarray:
+    """Per row, the only date (YYYYMMDD, -1 for none) a fact with the row's line identity can be
+    on, so a rejected line is looked up among the facts through the (date_key, line_id) index.
+    A fact's identity hashes its time as ISO text (`_iso_text`): a row with a parsed time has
+    its date; a row whose time did not parse hashes its trimmed text, which equals a fact's only
+    if it is that ISO text; any other row matches no fact."""
+    keys = _date_keys(when)
+    missing = np.flatnonzero(keys < 0)
+    if len(missing):
+        iso = pd.to_datetime(text.iloc[missing], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+        keys[missing] = _date_keys(iso)
+    return keys
+
+
+def _date_keys(when: pd.Series) -> np.ndarray:
+    days = when.dt.year * 10000 + when.dt.month * 100 + when.dt.day
+    return days.fillna(-1).to_numpy(dtype=np.int64)
 
 
 def _iso_text(when: pd.Series) -> pd.Series:

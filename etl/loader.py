@@ -2,7 +2,8 @@
 
 `prepare` reads the warehouse's keys once (a `KeyState`: max + 1 of each key, under the warehouse
 lock). Per chunk, on the loader thread: lines the warehouse already holds are set aside by their
-identity (exactly once: this needs the database), the rest go to `plan_chunk` (etl/transform.py:
+identity (exactly once: this needs the database), the versions of customers the run meets for the
+first time are read, the rest go to `plan_chunk` (etl/transform.py:
 dates, SCD1 products, SCD2 customer versions, surrogate keys, aggregate sums, all in memory, so no
 chunk waits for the database to hand keys back), and the plan becomes the chunk's writes
 (dimension rows, aggregate sums, COPY / executemany of the facts and quarantined rows). Those run
@@ -12,7 +13,9 @@ PostgreSQL fact table COPYs the facts without indexes and builds them in `finali
 the fact (database/fact_indexes.py). At the end (`finalize`): the
 changes to known products in one upsert, the key sequences, facts of customers whose versions
 changed during the run re-pointed in one UPDATE (a country change seen in a later chunk moves the
-facts after it to the new version), and the aggregates refreshed.
+facts after it to the new version), and the aggregates refreshed: dates that held facts before
+are summed again from the fact; a run whose facts are all on new dates (a day's extract) adds
+its own monthly and all-dates sums to the stored rows.
 
 Why not COPY every fact into a staging table and INSERT ... SELECT from it: that second pass
 over every fact costs more than the COPY itself (docs/performance.md) and cannot overlap with
@@ -32,15 +35,15 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, bindparam, text
 
+from database.aggregates import add_rows, write_monthly_products, write_sums
 from database.aggregates import refresh as refresh_aggregates
-from database.aggregates import write_monthly_products, write_sums
 from database.bulk import load_arrow, load_frame, to_arrow
 from database.fact_indexes import FactIndex, build_fact_indexes, drop_fact_indexes
 from database.models import SQLITE_TS_FORMAT
 from database.partitions import ensure_month, existing_partitions, is_partitioned, partition_name
 from etl.aggregates import RunAggregates
 from etl.stopwatch import Stopwatch
-from etl.transform import ChunkPlan, KeyState, Scd2Plan, plan_chunk, staged_products
+from etl.transform import VERSION_COLUMNS, ChunkPlan, KeyState, Scd2Plan, plan_chunk, staged_products
 
 _STG_PRODUCTS = """CREATE TEMPORARY TABLE stg_products (
     product_key INTEGER, stock_code TEXT NOT NULL, description TEXT, unit_price NUMERIC(18, 3) NOT NULL, transaction_datetime TIMESTAMP NOT NULL,
@@ -157,6 +160,8 @@ class WarehouseLoader:
         self.quarantine_held = 0  # lines earlier runs quarantined
         self._quarantine_ids: np.ndarray | None = None  # all of them, read once a run's chunks are as many
         self.facts_empty = True
+        self._versions_held = False  # dim_customers holds a customer's version (read in prepare)
+        self._customers_read: set[str] = set()  # customers whose versions keys.versions holds
         self.deferred_indexes: list[FactIndex] = []  # dropped for a first load, built in finalize
         self.partitions: set[str] | None = None
         self.dates_inserted = 0
@@ -216,16 +221,12 @@ class WarehouseLoader:
             return int(self.conn.execute(text(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {table}")).scalar_one())
 
         dates = np.array(sorted(k for (k,) in self.conn.execute(text("SELECT date_key FROM dim_date"))), dtype=np.int64)
-        versions = pd.read_sql_query(
-            text("SELECT customer_key, customer_id, effective_date, expiry_date, country FROM dim_customers WHERE customer_id IS NOT NULL"),
-            self.conn,
+        self._versions_held = (
+            self.conn.execute(text("SELECT 1 FROM dim_customers WHERE customer_id IS NOT NULL LIMIT 1")).first() is not None
         )
-        for col in ("effective_date", "expiry_date"):
-            versions[col] = pd.to_datetime(versions[col]).astype("datetime64[us]")
         return KeyState(
             product_keys=dict(self.conn.execute(text("SELECT stock_code, product_key FROM dim_products")).all()),
             date_keys=set(dates.tolist()),
-            versions=versions,
             next_product_key=next_key("dim_products", "product_key"),
             next_customer_key=max(1, next_key("dim_customers", "customer_key")),  # the unknown member is -1
             next_sales_key=next_key("fact_sales", "sales_key"),
@@ -240,7 +241,10 @@ class WarehouseLoader:
             rejected_known = self._known_quarantine(rejected)
         self.counts.facts_already_loaded += int(known.sum())
         self.counts.quarantine_already_held += int(rejected_known.sum())
-        plan = plan_chunk(accepted[~known], self.keys, self.run_id, self.stopwatch.timed)
+        fresh = accepted[~known]
+        with self.stopwatch.timed("dim_customers"):
+            self._read_versions(fresh["customer_id"])
+        plan = plan_chunk(fresh, self.keys, self.run_id, self.stopwatch.timed)
         self._count(plan)
         writes = self._writes(plan)
         del plan
@@ -250,6 +254,27 @@ class WarehouseLoader:
             self.counts.quarantined += len(quarantine)
             self.counts.quarantine_by_reasons.update(quarantine["reasons"].value_counts().to_dict())
         self._submit(writes)
+
+    def _read_versions(self, customer_ids: pd.Series) -> None:
+        """Add to the run's customer versions those of the chunk's customers it has not met yet:
+        planning needs no other, so a day's extract does not read every version the warehouse
+        holds. A customer met once is never read again; the run's own changes to it are in
+        `keys.versions` from then on."""
+        wanted = set(pd.unique(customer_ids.dropna()).tolist()) - self._customers_read
+        if not wanted or not self._versions_held:
+            return
+        self._customers_read |= wanted
+        sql = text(f"SELECT {', '.join(VERSION_COLUMNS)} FROM dim_customers WHERE customer_id IN :ids ORDER BY customer_key")
+        sql = sql.bindparams(bindparam("ids", expanding=True))
+        listed = sorted(wanted)
+        rows = [r for start in range(0, len(listed), 5_000) for r in self.conn.execute(sql, {"ids": listed[start : start + 5_000]})]
+        if not rows:
+            return
+        versions = pd.DataFrame([tuple(r) for r in rows], columns=VERSION_COLUMNS)
+        for col in ("effective_date", "expiry_date"):
+            versions[col] = pd.to_datetime(versions[col]).astype("datetime64[us]")
+        held = self.keys.versions
+        self.keys.versions = versions if held.empty else pd.concat([held, versions], ignore_index=True)
 
     def _count(self, plan: ChunkPlan) -> None:
         self.counts.facts_loaded += len(plan.facts)
@@ -312,7 +337,15 @@ class WarehouseLoader:
             # product rows are written as they are, not summed again in SQL from the daily ones.
             fresh = written - {int(d) // 100 for d in keys.preexisting_dates} - {d // 100 for d in recompute}
             write_monthly_products(self.conn, keys.aggregates.monthly_products(fresh))
-            refresh_aggregates(self.conn, recompute, months=written - fresh, products_written=fresh)
+            if recompute:
+                refresh_aggregates(self.conn, recompute, months=written - fresh, products_written=fresh)
+            else:
+                # Every new fact is on a date that had none and none moved: each month, customer
+                # version and product gains exactly the run's sums. They are added to the stored
+                # rows, not summed again from every daily row of their months and keys.
+                add_rows(self.conn, "agg_monthly_product", keys.aggregates.monthly_products(written - fresh))
+                for table, rows in keys.aggregates.rollups().items():
+                    add_rows(self.conn, table, rows)
         with timed("dim_products"):
             row = self.conn.execute(
                 text(
@@ -395,14 +428,26 @@ class WarehouseLoader:
         return _isin_sorted(ids, self._quarantine_ids)
 
     def _known_quarantine(self, rejected: pd.DataFrame) -> np.ndarray:
+        """Rejected lines an earlier run quarantined or loaded as facts. A fact is looked up on
+        the one date its identity allows (the cleaner's `date_key`, -1: it matches no fact), through
+        the (date_key, line_id) index, not by reading every fact's line_id."""
         ids = rejected["line_id"].to_numpy(dtype=np.int64)
         known = self._in_quarantine(ids)
-        unknown = ids[~known].tolist()
-        if self.facts_empty or not unknown:
+        if self.facts_empty or known.all():
             return known
-        sql = text("SELECT line_id FROM fact_sales WHERE line_id IN :ids").bindparams(bindparam("ids", expanding=True))
-        found = [k for start in range(0, len(unknown), 5_000) for (k,) in self.conn.execute(sql, {"ids": unknown[start : start + 5_000]})]
-        return known | np.isin(ids, np.array(found, dtype=np.int64))
+        if "date_key" not in rejected.columns:  # rows that did not come from the cleaner
+            unknown = ids[~known].tolist()
+            sql = text("SELECT line_id FROM fact_sales WHERE line_id IN :ids").bindparams(bindparam("ids", expanding=True))
+            found = [
+                k for start in range(0, len(unknown), 5_000) for (k,) in self.conn.execute(sql, {"ids": unknown[start : start + 5_000]})
+            ]
+            return known | np.isin(ids, np.array(found, dtype=np.int64))
+        probe = ~known & (rejected["date_key"].fillna(-1).to_numpy(dtype=np.int64) >= 0)
+        if not probe.any():
+            return known
+        sql, params = self._stage_line_keys(rejected.loc[probe, ["date_key", "line_id"]].astype(np.int64))
+        existing = np.fromiter((k for (k,) in self.conn.execute(text(sql), params)), dtype=np.int64)
+        return known | (probe & np.isin(ids, existing))
 
 
 def _run_writes(conn: Connection, writes: list[Write]) -> dict[str, float]:

@@ -151,7 +151,7 @@ def plan_customer(customer_id: str, versions: list[Version], points: list[tuple[
 def plan_customers(existing: pd.DataFrame, points: pd.DataFrame) -> Scd2Plan:
     """SCD2 plan for every customer in `points` (customer_id, transaction_datetime, country)."""
     by_customer: dict[str, list[Version]] = {}
-    for row in existing.itertuples(index=False):
+    for row in versions_of(existing, points["customer_id"]).itertuples(index=False):
         by_customer.setdefault(row.customer_id, []).append(Version(row.customer_key, row.effective_date, row.expiry_date, row.country))
     new_points: dict[str, list[tuple[datetime, str]]] = {}
     times = pd.to_datetime(points["transaction_datetime"]).dt.to_pydatetime()
@@ -197,7 +197,8 @@ class KeyState:
     starts (the loader's `prepare`), then moved on by `plan_chunk` chunk after chunk.
 
     `versions` holds the customer versions (VERSION_COLUMNS) as the database will hold them once
-    the planned writes are done; `expired` maps each version this run expired to the first date
+    the planned writes are done, of every customer of the chunks planned so far (the loader adds
+    a chunk's customers met for the first time before planning it); `expired` maps each version this run expired to the first date
     whose facts may need re-pointing; `product_changes` the run's latest values of products known
     before their chunk (SCD1, written once at the end); `touched_dates` the dates of the run's facts.
     """
@@ -311,8 +312,8 @@ def _plan_customers(fresh: pd.DataFrame, state: KeyState, run_id: int) -> tuple[
 def key_cache_hits(fresh: pd.DataFrame, state: KeyState) -> dict[str, tuple[int, int]]:
     """Key look-ups of a chunk (lookups, hits) answered by the keys as they were before the chunk
     (misses are keys the chunk itself adds)."""
-    known_customers = state.versions["customer_id"].unique() if not state.versions.empty else []
     with_customer = fresh["customer_id"].notna()
+    known_customers = set(versions_of(state.versions, fresh.loc[with_customer, "customer_id"])["customer_id"].tolist())
     return {
         "products": (len(fresh), int(is_in(fresh["stock_code"], state.product_keys).sum())),
         "dates": (len(fresh), int(fresh["date_key"].isin(state.date_keys).sum())),
@@ -343,7 +344,7 @@ def customer_keys(fresh: pd.DataFrame, versions: pd.DataFrame) -> pd.Series:
     if known.empty:
         return keys
     left = known[["customer_id", "transaction_datetime"]].reset_index().sort_values("transaction_datetime", kind="stable")
-    right = versions.sort_values("effective_date", kind="stable")
+    right = versions_of(versions, known["customer_id"]).sort_values("effective_date", kind="stable")
     matched = pd.merge_asof(
         left, right[["customer_id", "effective_date", "customer_key"]],
         left_on="transaction_datetime", right_on="effective_date", by="customer_id", direction="backward",
@@ -366,13 +367,25 @@ def apply_plan(versions: pd.DataFrame, plan: Scd2Plan, inserts: pd.DataFrame) ->
 
 
 def is_in(values: pd.Series, pool: Iterable[str]) -> np.ndarray:
-    """values.isin(pool) for a text column. pandas turns every member of the pool into an Arrow
-    scalar on each call, twice a chunk; Arrow's is_in takes the array as it is."""
-    arrow = pa.array(values, from_pandas=True)
-    if pa.types.is_null(arrow.type):  # no values at all
+    """values.isin(pool) for a text column (a missing value is in no pool). Each distinct value is
+    looked up in the pool (a dict or set as it is): the cost follows the chunk's distinct values,
+    not the size of the pool (every product or customer of the warehouse)."""
+    positions, distinct = pd.factorize(values)
+    if not len(distinct):
         return np.zeros(len(values), dtype=bool)
-    members = pa.array(list(pool), type=pa.string()).cast(arrow.type)
-    return pc.is_in(arrow, value_set=members).to_numpy(zero_copy_only=False)
+    members = pool if isinstance(pool, dict | set | frozenset) else set(pool)
+    found = np.fromiter((v in members for v in distinct), dtype=bool, count=len(distinct))
+    return (positions >= 0) & found[positions]
+
+
+def versions_of(versions: pd.DataFrame, customer_ids: pd.Series) -> pd.DataFrame:
+    """The rows of `versions` of these customers: planning and keying a chunk look at no other
+    customer, so they need not go through every version the warehouse holds."""
+    if versions.empty:
+        return versions
+    held = pa.array(versions["customer_id"], from_pandas=True)
+    wanted = pa.array(pd.unique(customer_ids.dropna()), type=pa.string()).cast(held.type)
+    return versions[pc.is_in(held, value_set=wanted).to_numpy(zero_copy_only=False)]
 
 
 def latest_products(rows: pd.DataFrame) -> pd.DataFrame:

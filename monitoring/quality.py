@@ -17,7 +17,7 @@ from sqlalchemy import Connection, TextClause, bindparam, text
 
 from config.settings import Settings
 from database.models import TIMESTAMP
-from monitoring.checks import INVOICE_PATTERN, RELATIONS, STOCK_CODE_PATTERN, CheckSpec, Relation
+from monitoring.checks import INVOICE_PATTERN, STOCK_CODE_PATTERN, CheckSpec, Relation, relation
 from monitoring.countries import KNOWN_COUNTRIES
 from monitoring.history import MANUAL_JOB
 
@@ -75,7 +75,7 @@ def _from(relation: Relation, run_id: int | None, condition: str | None = None) 
 def count_relation(conn: Connection, name: str, predicates: list[str], run_id: int | None, params: dict) -> tuple[int, list[int]]:
     """Rows of one relation and, in the same scan, the rows matching each predicate."""
     columns = ["COUNT(*)"] + [f"COUNT(*) FILTER (WHERE {p})" for p in predicates]
-    sql = f"SELECT {', '.join(columns)} FROM {_from(RELATIONS[name], run_id)}"
+    sql = f"SELECT {', '.join(columns)} FROM {_from(relation(name, conn.dialect.name), run_id)}"
     row = conn.execute(statement(sql), _used(sql, params)).one()
     return int(row[0]), [int(v or 0) for v in row[1:]]
 
@@ -89,15 +89,15 @@ def count_checks(
     that have no statistics yet is planned as a few index look-ups on one core (docs/performance.md)."""
     params = check_params(settings, now, run_id)
     counts = {s.name: Count() for s in specs}
-    for relation in dict.fromkeys(r for s in specs if not s.special for r in s.predicates):
-        members = [s for s in specs if relation in s.predicates]
-        conditions = [s.predicates[relation] for s in members if s.predicates[relation]]
-        scope = None if fact_holds_only_run and relation == "fact" else run_id
-        total, matched = count_relation(conn, relation, conditions, scope, params)
+    for name in dict.fromkeys(r for s in specs if not s.special for r in s.predicates):
+        members = [s for s in specs if name in s.predicates]
+        conditions = [s.predicates[name] for s in members if s.predicates[name]]
+        scope = None if fact_holds_only_run and name == "fact" else run_id
+        total, matched = count_relation(conn, name, conditions, scope, params)
         found = iter(matched)
         for spec in members:
             counts[spec.name].total += total
-            if spec.predicates[relation]:
+            if spec.predicates[name]:
                 counts[spec.name].offending += next(found)
     for spec in specs:
         if spec.special == "line_identity":
@@ -111,11 +111,11 @@ def sample_offending(conn: Connection, spec: CheckSpec, run_id: int | None, sett
     """Up to `limit` offending values of a row check, for people to look at."""
     params = check_params(settings, now, run_id) | {"limit": limit}
     samples: list[str] = []
-    for relation, expr in spec.samples.items():
-        predicate = spec.predicates.get(relation)
+    for name, expr in spec.samples.items():
+        predicate = spec.predicates.get(name)
         if not predicate or len(samples) >= limit:
             continue
-        sql = f"SELECT {expr} FROM {_from(RELATIONS[relation], run_id, predicate)} LIMIT :limit"
+        sql = f"SELECT {expr} FROM {_from(relation(name, conn.dialect.name), run_id, predicate)} LIMIT :limit"
         params["limit"] = limit - len(samples)
         samples += [str(v) for (v,) in conn.execute(statement(sql), _used(sql, params))]
     return samples

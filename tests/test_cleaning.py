@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from config.settings import load_settings
-from etl.cleaning import Cleaner, malformed_rows
+from etl.cleaning import Cleaner, CleaningRules, malformed_rows
 from utils.vocabulary import REASONS, SOURCE_COLUMNS
 
 NOW = datetime(2012, 1, 1, 12, 0)
@@ -417,7 +417,7 @@ def test_rejected_rows_keep_raw_values():
     rej = result.rejected
     assert list(rej.columns) == [
         "line_id", "source_row", "reasons", "invoice_no", "stock_code", "description", "quantity", "invoice_date",
-        "unit_price", "customer_id", "country", "raw_line",
+        "unit_price", "customer_id", "country", "raw_line", "date_key",
     ]  # fmt: skip
     got = rej.iloc[0]
     assert got["source_row"] == 42
@@ -431,6 +431,19 @@ def test_rejected_rows_keep_raw_values():
     assert got["unit_price"] == BASE["UnitPrice"]
     assert got["country"] == BASE["Country"]
     assert got["raw_line"] is None
+    assert got["date_key"] == 20101201  # the one date a fact with the line's identity can be on
+
+
+def test_a_rejected_row_names_the_only_date_a_fact_of_its_identity_can_be_on():
+    """Its parsed date; or, when its time did not parse, the date of its text if that is the ISO
+    form a fact's identity hashes; else none (-1)."""
+    rows = [row(Quantity="0"), row(Quantity="0", InvoiceDate="2011-06-15 12:00:00"), row(InvoiceDate="15.06.2011"), row(InvoiceDate="")]
+    rejected = cleaner().clean(frame(rows), np.arange(4)).rejected
+    assert rejected["date_key"].tolist() == [20101201, 20110615, -1, -1]
+    settings = load_settings(default_files=(), environ={}, overrides={"etl": {"date_formats": ["%m/%d/%Y %H:%M"]}})
+    iso_only_unparsed = CleaningRules(settings, now=NOW)
+    prepared = iso_only_unparsed.prepare(frame([row(InvoiceDate="2011-06-15 12:00:00")]), np.arange(1))
+    assert prepared.fact_dates.tolist() == [20110615]
 
 
 def test_every_row_accounted_for_exactly_once():

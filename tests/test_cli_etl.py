@@ -182,6 +182,40 @@ def test_scd2_change_within_one_load_repoints_earlier_chunks(run_cli: Cli, wareh
     assert counts == {"France": 150, "Spain": 150}
 
 
+def test_known_customers_met_in_later_chunks_are_planned_on_their_stored_versions(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    """The loader reads a customer's stored versions when a chunk first meets it: a known
+    customer first seen in the third chunk changes country and is extended back like one seen
+    in the first, and one seen in two chunks is read once and planned on the run's own changes."""
+    base = datetime(2011, 3, 1, 8, 0)
+
+    def row(i: int, hours: int, customer: str, country: str) -> list[str]:
+        return [f"56{i:04d}", "22111", "SCOTTIE DOG", "1", str(base + timedelta(hours=hours)), "4.95", customer, country]
+
+    etl_json(run_cli, write_csv(tmp_path / "a.csv", [row(0, 0, "12345", "France"), row(1, 0, "12400", "Spain")]))
+    rows = [row(i, i, "13000", "Norway") for i in range(2, 150)]  # chunk 1 and half of chunk 2: another customer
+    rows += [row(150, 150, "12400", "Italy")]  # chunk 2: 12400 moves to Italy
+    rows += [row(i, i, "13000", "Norway") for i in range(151, 200)]
+    rows += [row(200, 200, "12345", "Germany"), row(201, -100, "12345", "France"), row(202, 300, "12400", "Spain")]  # chunk 3
+    summary = etl_json(run_cli, write_csv(tmp_path / "b.csv", rows), "--chunk-size", "100")
+    assert summary["dimension_changes"]["dim_customers"] == {"inserted": 3, "expired": 2, "extended": 1}
+    versions = q(
+        warehouse_url,
+        "SELECT customer_id, country, effective_date, expiry_date, is_current FROM dim_customers "
+        "WHERE customer_id IS NOT NULL ORDER BY customer_id, effective_date",
+    )
+    assert [(c, country, str(eff)[:16], str(exp)[:16] if exp else None, bool(cur)) for c, country, eff, exp, cur in versions] == [
+        ("12345", "France", "2011-02-25 04:00", "2011-03-09 16:00", False),
+        ("12345", "Germany", "2011-03-09 16:00", None, True),
+        ("12400", "Spain", "2011-03-01 08:00", "2011-03-07 14:00", False),
+        ("12400", "Italy", "2011-03-07 14:00", None, True),
+        ("13000", "Norway", "2011-03-01 10:00", None, True),
+    ]
+    # the return to Spain opens no version: the fact points at the version valid at its time
+    assert q(
+        warehouse_url, "SELECT c.country FROM fact_sales f JOIN dim_customers c USING (customer_key) WHERE f.invoice_no = '560202'"
+    ) == [("Italy",)]
+
+
 def test_scd1_product_latest_description_and_price_win(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
     old = ["540001", "22111", "SCOTTIE DOG", "1", "2011-01-10 10:00:00", "4.95", "12345", "France"]
     new = ["540002", "22111", "SCOTTIE DOG HOT WATER BOTTLE", "1", "2011-02-10 10:00:00", "5.25", "12345", "France"]

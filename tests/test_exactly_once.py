@@ -4,6 +4,7 @@ hold many more facts than the chunk, by its own keys; both ways find the same li
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,19 @@ def test_a_line_quarantined_earlier_is_held_on_a_later_load(
     assert (second["rows_loaded"], second["rows_quarantined"], second["rows_already_loaded"]) == (1, 0, 2)
     assert one(warehouse_url, "SELECT COUNT(*) FROM etl_quarantine") == 1
     assert one(warehouse_url, "SELECT COUNT(*) FROM fact_sales") == 2
+
+
+def test_a_fact_rejected_by_later_rules_is_already_loaded(run_cli: Cli, warehouse_url: str, tmp_path: Path) -> None:
+    """A line loaded as a fact, rejected on a later load (tighter rules, or a time that no longer
+    parses but hashes as the same ISO text), is found among the facts of its date: already
+    loaded, not quarantined."""
+    first = etl_json(run_cli, write_csv(tmp_path / "first.csv", NEW))
+    assert first["rows_loaded"] == 2
+    source = str(write_csv(tmp_path / "second.csv", [*NEW, BAD]))
+    env = {"RDP_RULES__MAX_ABS_QUANTITY": "3", "RDP_ETL__DATE_FORMATS": '["%m/%d/%Y %H:%M"]'}
+    result = run_cli("etl", "--source", source, "--format", "json", env=env)
+    assert result.exit_code == 0, result.output
+    second = json.loads(result.stdout)
+    # NEW[0]: its time no longer parses; NEW[1]: quantity 4 is out of range now; BAD is new
+    assert (second["rows_loaded"], second["rows_quarantined"], second["rows_already_loaded"]) == (0, 1, 2)
+    assert one(warehouse_url, "SELECT COUNT(*) FROM etl_quarantine") == 1

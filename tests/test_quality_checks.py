@@ -414,3 +414,42 @@ def test_line_identity_of_a_run_on_an_empty_fact_counts_the_same_either_way(clea
             trans.rollback()
     assert (grouped.offending, grouped.total) == (per_fact.offending, per_fact.total)
     assert grouped.total == per_fact.total > 0
+
+
+def test_sqlite_customer_versions_relation_gives_the_rows_of_lead(clean: Warehouse) -> None:
+    """SQLite finds each version's next start through the index, PostgreSQL with LEAD(): on the
+    same versions (several per customer, one overlapping) both give the same rows."""
+    from monitoring.checks import RELATIONS, SQLITE_RELATIONS
+
+    def more_versions(conn: Connection) -> None:
+        _overlapping_version(conn)
+        effective = conn.execute(select(DimCustomer.effective_date).where(DimCustomer.customer_id == "13047")).scalars().all()
+        conn.execute(
+            insert(DimCustomer).values(
+                customer_id="13047", country="Spain", effective_date=max(effective) + timedelta(days=3), expiry_date=None, is_current=False
+            )
+        )
+
+    rows = "SELECT customer_key, customer_id, effective_date, expiry_date, next_effective FROM {} ORDER BY customer_key"
+    with clean.engine.connect() as conn, conn.begin() as trans:
+        more_versions(conn)
+        lead = conn.execute(text(rows.format(RELATIONS["customer_version"].from_sql))).all()
+        if conn.dialect.name == "sqlite":
+            assert conn.execute(text(rows.format(SQLITE_RELATIONS["customer_version"].from_sql))).all() == lead
+        assert sum(r.next_effective is not None for r in lead) == 2  # the customer's three versions
+        trans.rollback()
+
+
+def test_sqlite_stock_code_check_answers_like_its_regexp() -> None:
+    """The GLOB shortcut of the stock code check on SQLite never changes REGEXP's answer."""
+    from monitoring.checks import STOCK_CODE_PATTERN, Dialect
+
+    values = ["12345", "12345A", "12345AB", "12345ABC", "1234", "12345a", "١٢٣٤٥", "12345\n", "ABCDE", "123456", "12345Ä", "POST", "",
+              "12 45", "00000ZZ", "1234５", "12345Z "]  # fmt: skip
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        for value in values:
+            params = {"v": value, "stock_re": STOCK_CODE_PATTERN}
+            regexp = conn.execute(text("SELECT NOT (:v REGEXP :stock_re)"), params).scalar_one()
+            assert conn.execute(text(f"SELECT {Dialect('sqlite').invalid_stock_code(':v')}"), params).scalar_one() == regexp, value
+    engine.dispose()
