@@ -83,7 +83,7 @@ def test_a_first_load_that_rolls_back_leaves_indexes_and_partitions_as_before(
         def broken(*_args, **_kwargs):
             raise RuntimeError("injected failure")
 
-        monkeypatch.setattr(etl.loader, "refresh_aggregates", broken)
+        monkeypatch.setattr(etl.loader, "write_monthly_products", broken)  # every load reaches it
         with pytest.raises(RuntimeError, match="injected failure"):
             run_cli("etl", "--source", source)
     assert _schema(warehouse_url) == before
