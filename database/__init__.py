@@ -1,1 +1,1 @@
-"""Engine and pool, the Core table of every table (one metadata), schema set-up, dialect-specific helpers."""
+"""Engine and pool, every table (Core tables on one metadata), schema set-up, dialect-specific helpers."""
