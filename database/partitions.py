@@ -19,9 +19,9 @@ DEFAULT_PARTITION = "fact_sales_default"
 
 def partitioned_fact_table() -> Table:
     """fact_sales as a PostgreSQL table partitioned by RANGE (date_key)."""
-    model = fact_sales
+    plain = fact_sales
     metadata = MetaData()
-    columns = [c._copy() for c in model.columns]
+    columns = [c._copy() for c in plain.columns]
     for column in columns:
         column.primary_key = False
     table = Table(
@@ -29,10 +29,10 @@ def partitioned_fact_table() -> Table:
         metadata,
         *columns,
         PrimaryKeyConstraint("sales_key", "date_key"),
-        comment=model.comment,
+        comment=plain.comment,
         postgresql_partition_by="RANGE (date_key)",
     )
-    for index in model.indexes:
+    for index in plain.indexes:
         Index(index.name, *[table.c[c.name] for c in index.columns], unique=index.unique)
     return table
 
