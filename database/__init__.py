@@ -1,1 +1,1 @@
-"""Engine and pool, ORM models of every table, schema set-up, dialect-specific helpers."""
+"""Engine and pool, every table (Core tables on one metadata), schema set-up, dialect-specific helpers."""

@@ -1,8 +1,8 @@
 """The aggregate tables' names and the SQL that computes each from fact_sales: plain strings,
-no ORM classes and no SQLAlchemy, so that readers of the aggregates (the query service, the
-standard queries, the reports, and their answers served from the cache) need not load the ORM.
+no SQLAlchemy, so that readers of the aggregates (the query service, the standard queries,
+the reports, and their answers served from the cache) need not load SQLAlchemy or the tables.
 
-`database.aggregates` holds the tables' models and the refresh that writes them, from these
+`database.aggregates` holds the tables' definitions and the refresh that writes them, from these
 same definitions.
 """
 

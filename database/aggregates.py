@@ -18,117 +18,121 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, Connection, Index, Integer, bindparam, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Column, Connection, Index, Integer, Table, bindparam, text
 
 from database.aggregate_sql import AGGREGATE_TABLES, DAILY, MONTHLY, ROLLUP_SOURCE, ROLLUPS
-from database.models import MONEY, Base
+from database.models import METADATA, MONEY
 
 if TYPE_CHECKING:  # pandas and the bulk writers load only when a run writes aggregates: readers of the
     import pandas as pd  # table names (the query service, set-up) stay light
 
 
-class _ProductSums:
+def _product_sums() -> list[Column]:
     """The sums every product aggregate holds (declared once; columns follow the table's keys)."""
+    return [
+        Column("lines", BigInteger, comment="fact rows", nullable=False),
+        Column("units", BigInteger, comment="sum of quantity (returns negative)", nullable=False),
+        Column("revenue", MONEY, comment="sum of line_total (returns negative)", nullable=False),
+        Column("return_lines", BigInteger, comment="fact rows of type return", nullable=False),
+        Column("return_units", BigInteger, comment="units returned (negative)", nullable=False),
+        Column("return_revenue", MONEY, comment="revenue of returns (negative)", nullable=False),
+    ]
 
-    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
-    return_lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows of type return")
-    return_units: Mapped[int] = mapped_column(BigInteger, comment="units returned (negative)")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
 
-
-class _CustomerSums:
+def _customer_sums() -> list[Column]:
     """The sums every customer and all-sales aggregate holds (columns follow the table's own)."""
-
-    lines: Mapped[int] = mapped_column(BigInteger, comment="fact rows")
-    invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices (an invoice has one date and one customer)")
-    units: Mapped[int] = mapped_column(BigInteger, comment="sum of quantity (returns negative)")
-    revenue: Mapped[float] = mapped_column(MONEY, comment="sum of line_total (returns negative)")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of returns (negative)")
-
-
-class AggDailyProduct(_ProductSums, Base):
-    __tablename__ = "agg_daily_product"
-    __table_args__ = {"comment": "Per date and product: lines, units and revenue, split into sales and returns"}
-
-    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
-    product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
+    return [
+        Column("lines", BigInteger, comment="fact rows", nullable=False),
+        Column("invoices", BigInteger, comment="distinct invoices (an invoice has one date and one customer)", nullable=False),
+        Column("units", BigInteger, comment="sum of quantity (returns negative)", nullable=False),
+        Column("revenue", MONEY, comment="sum of line_total (returns negative)", nullable=False),
+        Column("return_revenue", MONEY, comment="revenue of returns (negative)", nullable=False),
+    ]
 
 
-class AggDailyCustomer(_CustomerSums, Base):
-    __tablename__ = "agg_daily_customer"
-    __table_args__ = (
-        # agg_customer_totals recomputes the versions a load touched from their daily rows
-        Index("ix_agg_daily_customer_customer", "customer_key"),
-        {
-            "comment": "Per date and customer version: lines, invoices, units, revenue; joined to dim_customers it gives "
-            "sales by country, and it is the base of recency/frequency/monetary"
-        },
-    )
-
-    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
-    customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
+agg_daily_product = Table(
+    "agg_daily_product",
+    METADATA,
+    Column("date_key", Integer, primary_key=True, comment="YYYYMMDD (dim_date)"),
+    Column("product_key", Integer, primary_key=True, comment="product (dim_products)"),
+    *_product_sums(),
+    comment="Per date and product: lines, units and revenue, split into sales and returns",
+)
 
 
-class AggDailyOrders(Base):
-    __tablename__ = "agg_daily_orders"
-    __table_args__ = {
-        "comment": "Per date and customer version, by transaction type: orders (distinct sale invoices), units and revenue of "
-        "sales; invoices, units and revenue of returns; revenue of adjustments. The base of the retail reports (`report`)"
-    }
-
-    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMMDD (dim_date)")
-    customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
-    orders: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices with a sale line (an invoice has one date and one customer)")
-    sale_units: Mapped[int] = mapped_column(BigInteger, comment="units of sale lines")
-    sale_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of sale lines")
-    return_invoices: Mapped[int] = mapped_column(BigInteger, comment="distinct invoices with a return line")
-    return_units: Mapped[int] = mapped_column(BigInteger, comment="units of return lines (negative)")
-    return_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of return lines (negative)")
-    adjustment_revenue: Mapped[float] = mapped_column(MONEY, comment="revenue of bad-debt adjustment lines")
+agg_daily_customer = Table(
+    "agg_daily_customer",
+    METADATA,
+    Column("date_key", Integer, primary_key=True, comment="YYYYMMDD (dim_date)"),
+    Column("customer_key", Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)"),
+    *_customer_sums(),
+    # agg_customer_totals recomputes the versions a load touched from their daily rows
+    Index("ix_agg_daily_customer_customer", "customer_key"),
+    comment="Per date and customer version: lines, invoices, units, revenue; joined to dim_customers it gives "
+    "sales by country, and it is the base of recency/frequency/monetary",
+)
 
 
-class AggMonthlyProduct(_ProductSums, Base):
-    __tablename__ = "agg_monthly_product"
-    __table_args__ = (
-        # agg_product_totals recomputes the products a load touched from their monthly rows
-        Index("ix_agg_monthly_product_product", "product_key"),
-        {"comment": "Per month and product: agg_daily_product summed by month (about 8 times fewer rows), for reports"},
-    )
-
-    month_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMM")
-    product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
-
-
-class AggMonthlySales(_CustomerSums, Base):
-    __tablename__ = "agg_monthly_sales"
-    __table_args__ = {"comment": "Per month, every fact: agg_daily_customer summed by month (one row a month), for revenue by month"}
-
-    month_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="YYYYMM")
+agg_daily_orders = Table(
+    "agg_daily_orders",
+    METADATA,
+    Column("date_key", Integer, primary_key=True, comment="YYYYMMDD (dim_date)"),
+    Column("customer_key", Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)"),
+    Column("orders", BigInteger, comment="distinct invoices with a sale line (an invoice has one date and one customer)", nullable=False),
+    Column("sale_units", BigInteger, comment="units of sale lines", nullable=False),
+    Column("sale_revenue", MONEY, comment="revenue of sale lines", nullable=False),
+    Column("return_invoices", BigInteger, comment="distinct invoices with a return line", nullable=False),
+    Column("return_units", BigInteger, comment="units of return lines (negative)", nullable=False),
+    Column("return_revenue", MONEY, comment="revenue of return lines (negative)", nullable=False),
+    Column("adjustment_revenue", MONEY, comment="revenue of bad-debt adjustment lines", nullable=False),
+    comment="Per date and customer version, by transaction type: orders (distinct sale invoices), units and revenue of "
+    "sales; invoices, units and revenue of returns; revenue of adjustments. The base of the retail reports (`report`)",
+)
 
 
-class AggCustomerTotals(_CustomerSums, Base):
-    __tablename__ = "agg_customer_totals"
-    __table_args__ = {
-        "comment": "Per customer version, all dates: agg_daily_customer summed by customer version, with its last date; "
-        "for revenue by country and the recency/frequency/monetary base"
-    }
-
-    customer_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)")
-    last_date_key: Mapped[int] = mapped_column(Integer, comment="YYYYMMDD of the version's last fact")
-
-
-class AggProductTotals(_ProductSums, Base):
-    __tablename__ = "agg_product_totals"
-    __table_args__ = {"comment": "Per product, all dates: agg_monthly_product summed by product, for product rankings"}
-
-    product_key: Mapped[int] = mapped_column(Integer, primary_key=True, comment="product (dim_products)")
+agg_monthly_product = Table(
+    "agg_monthly_product",
+    METADATA,
+    Column("month_key", Integer, primary_key=True, comment="YYYYMM"),
+    Column("product_key", Integer, primary_key=True, comment="product (dim_products)"),
+    *_product_sums(),
+    # agg_product_totals recomputes the products a load touched from their monthly rows
+    Index("ix_agg_monthly_product_product", "product_key"),
+    comment="Per month and product: agg_daily_product summed by month (about 8 times fewer rows), for reports",
+)
 
 
-# Each table's columns in table order, from its model (a name in AGGREGATE_TABLES without a model fails here).
-COLUMNS = {table: tuple(c.name for c in Base.metadata.tables[table].columns) for table in AGGREGATE_TABLES}
+agg_monthly_sales = Table(
+    "agg_monthly_sales",
+    METADATA,
+    Column("month_key", Integer, primary_key=True, comment="YYYYMM"),
+    *_customer_sums(),
+    comment="Per month, every fact: agg_daily_customer summed by month (one row a month), for revenue by month",
+)
+
+
+agg_customer_totals = Table(
+    "agg_customer_totals",
+    METADATA,
+    Column("customer_key", Integer, primary_key=True, comment="customer version (dim_customers; -1 = no customer)"),
+    Column("last_date_key", Integer, comment="YYYYMMDD of the version's last fact", nullable=False),
+    *_customer_sums(),
+    comment="Per customer version, all dates: agg_daily_customer summed by customer version, with its last date; "
+    "for revenue by country and the recency/frequency/monetary base",
+)
+
+
+agg_product_totals = Table(
+    "agg_product_totals",
+    METADATA,
+    Column("product_key", Integer, primary_key=True, comment="product (dim_products)"),
+    *_product_sums(),
+    comment="Per product, all dates: agg_monthly_product summed by product, for product rankings",
+)
+
+
+# Each table's columns in table order, from its definition (a name in AGGREGATE_TABLES without a table fails here).
+COLUMNS = {table: tuple(c.name for c in METADATA.tables[table].columns) for table in AGGREGATE_TABLES}
 _REFRESH = {
     table: f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) " + select.format(where="WHERE f.date_key IN :dates")
     for table, select in DAILY.items()
@@ -268,7 +272,7 @@ def add_rows(conn: Connection, table: str, frame: pd.DataFrame) -> None:
 
     if frame.empty:
         return
-    keys = [c.name for c in Base.metadata.tables[table].primary_key.columns]
+    keys = [c.name for c in METADATA.tables[table].primary_key.columns]
     sums = [c for c in frame.columns if c not in keys]
     added = ", ".join(f"{c} = {_combined(conn, table, c)}" for c in sums)
     upsert = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"

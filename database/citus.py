@@ -83,7 +83,7 @@ class Placement:
 
 def _tables() -> list[Table]:
     """Every warehouse table, referenced tables before the tables that refer to them."""
-    from database.tables import METADATA  # the models import this module's neighbours
+    from database.tables import METADATA  # the table modules import this module's neighbours
 
     return list(METADATA.sorted_tables)
 

@@ -9,7 +9,7 @@ the last chunk, before anything of the run reads the fact (the SCD2 re-point, th
 quality gate). PostgreSQL's DDL is transactional: a run that rolls back (the gate refused it, a
 dry run, an error, a crash) leaves the indexes exactly as they were.
 
-The definitions come from the catalog, not from the models, so an index a user added to the fact
+The definitions come from the catalog, not from the table definitions, so an index a user added to the fact
 (or a changed definition) is built again as it was. The parent's indexes are dropped and built
 on the parent, which builds them on every partition, those created during the run included; the
 primary key goes by its constraint. On SQLite the same was measured and did not win (inserts in

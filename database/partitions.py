@@ -1,6 +1,6 @@
 """Monthly range partitions of fact_sales on PostgreSQL (by date_key), created on demand.
 
-The model keeps one primary key column for SQLite; on PostgreSQL the fact is created from the
+The table keeps one primary key column for SQLite; on PostgreSQL the fact is created from the
 same columns with the partition key added to the primary key, plus a DEFAULT partition that
 catches rows of months without a partition (reported by `performance partitions`).
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Index, MetaData, PrimaryKeyConstraint, Table, text
 
-from database.models import FactSales
+from database.models import fact_sales
 
 FACT = "fact_sales"
 DEFAULT_PARTITION = "fact_sales_default"
@@ -19,9 +19,9 @@ DEFAULT_PARTITION = "fact_sales_default"
 
 def partitioned_fact_table() -> Table:
     """fact_sales as a PostgreSQL table partitioned by RANGE (date_key)."""
-    model = FactSales.__table__
+    plain = fact_sales
     metadata = MetaData()
-    columns = [c._copy() for c in model.columns]
+    columns = [c._copy() for c in plain.columns]
     for column in columns:
         column.primary_key = False
     table = Table(
@@ -29,10 +29,10 @@ def partitioned_fact_table() -> Table:
         metadata,
         *columns,
         PrimaryKeyConstraint("sales_key", "date_key"),
-        comment=model.comment,
+        comment=plain.comment,
         postgresql_partition_by="RANGE (date_key)",
     )
-    for index in model.indexes:
+    for index in plain.indexes:
         Index(index.name, *[table.c[c.name] for c in index.columns], unique=index.unique)
     return table
 

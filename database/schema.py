@@ -15,7 +15,7 @@ from database.aggregates import AGGREGATE_TABLES, refresh
 from database.citus import distribute, require_citus
 from database.engine import create_sqlite_file, path_problem, sqlite_file
 from database.errors import describe
-from database.models import UNKNOWN_CUSTOMER_KEY, DimCustomer, current_version_only_on_postgresql
+from database.models import UNKNOWN_CUSTOMER_KEY, current_version_only_on_postgresql, dim_customers
 from database.partitions import create_partitioned_fact
 from database.tables import METADATA
 from utils.errors import DatabaseError
@@ -156,10 +156,10 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
             _create_missing_indexes(conn, missing)
             distributed = distribute(conn, warehouse) if citus else None
             _backfill_aggregates(conn, missing)
-            exists = conn.execute(select(DimCustomer.customer_key).where(DimCustomer.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
+            exists = conn.execute(select(dim_customers.c.customer_key).where(dim_customers.c.customer_key == UNKNOWN_CUSTOMER_KEY)).first()
             if exists is None:
                 conn.execute(
-                    DimCustomer.__table__.insert().values(
+                    dim_customers.insert().values(
                         customer_key=UNKNOWN_CUSTOMER_KEY,
                         customer_id=None,
                         country="Unknown",
@@ -177,7 +177,7 @@ def setup_schema(engine: Engine, warehouse: WarehouseSettings | None = None) -> 
 def _create_missing_indexes(conn, missing: list[str]) -> None:
     """Indexes a newer version added to tables that already existed (create_all skips those tables)."""
     existing = set(inspect(conn).get_table_names())
-    current_version_only_on_postgresql(DimCustomer.__table__, conn)  # create_all's table event does not run here
+    current_version_only_on_postgresql(dim_customers, conn)  # create_all's table event does not run here
     for table in METADATA.sorted_tables:
         if table.name in existing and table.name not in missing:
             for index in table.indexes:

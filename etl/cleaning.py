@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from config.settings import Settings
 from database.bulk import timestamp_text
-from database.models import DimCustomer, DimProduct, FactSales
+from database.models import dim_customers, dim_products, fact_sales
 from etl.identity import DuplicateTracker, line_identity
 from utils.vocabulary import SNAKE, SOURCE_COLUMNS
 
@@ -46,10 +46,10 @@ def _max_lengths() -> dict[str, int]:
     """Source column -> length of the warehouse column its cleaned value goes to (PostgreSQL
     refuses a longer value, and the whole run with it)."""
     targets = {
-        "InvoiceNo": FactSales.__table__.c.invoice_no,
-        "StockCode": DimProduct.__table__.c.stock_code,
-        "CustomerID": DimCustomer.__table__.c.customer_id,
-        "Country": DimCustomer.__table__.c.country,
+        "InvoiceNo": fact_sales.c.invoice_no,
+        "StockCode": dim_products.c.stock_code,
+        "CustomerID": dim_customers.c.customer_id,
+        "Country": dim_customers.c.country,
     }
     return {col: column.type.length for col, column in targets.items()}
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from database.locks import write_transaction
-from database.models import EtlRun
+from database.models import etl_runs
 
 INTERRUPTED = "interrupted: the process ended before the run finished (detected at the next start)"
 
@@ -27,10 +27,10 @@ def close_stale_runs(engine: Engine) -> list[int]:
     # ("database is locked") when another process wrote in between, whatever the busy timeout.
     with engine.begin() as conn:
         closed = conn.execute(
-            update(EtlRun)
-            .where(EtlRun.status == "running")
+            update(etl_runs)
+            .where(etl_runs.c.status == "running")
             .values(status="failed", message=INTERRUPTED, finished_at=utcnow())
-            .returning(EtlRun.run_id)
+            .returning(etl_runs.c.run_id)
         )
         return sorted(r for (r,) in closed)
 
@@ -39,7 +39,7 @@ def open_run(engine: Engine, job_name: str, source: str, checksum: str | None, e
     """Insert a 'running' ledger row in its own transaction and return its run id."""
     with engine.begin() as conn:
         result = conn.execute(
-            insert(EtlRun).values(
+            insert(etl_runs).values(
                 job_name=job_name, source=source, source_checksum=checksum, encoding=encoding, status="running",
                 started_at=utcnow(), pid=os.getpid(), host=socket.gethostname(), kind=kind,
             )
@@ -51,7 +51,10 @@ def previous_load(engine: Engine, checksum: str) -> Row | None:
     """The latest successful run of a source with this checksum, if any."""
     with engine.connect() as conn:
         row = conn.execute(
-            select(EtlRun).where(EtlRun.source_checksum == checksum, EtlRun.status == "success").order_by(EtlRun.run_id.desc()).limit(1)
+            select(etl_runs)
+            .where(etl_runs.c.source_checksum == checksum, etl_runs.c.status == "success")
+            .order_by(etl_runs.c.run_id.desc())
+            .limit(1)
         ).first()
     return row
 
@@ -90,17 +93,17 @@ def close_run(conn: Connection, run_id: int, status: str, started: datetime, cou
     for key in ("quarantine_by_reason", "dimension_changes"):
         if key in values and not isinstance(values[key], str):
             values[key] = json.dumps(values[key], sort_keys=True)
-    conn.execute(update(EtlRun).where(EtlRun.run_id == run_id).values(status=status, finished_at=finished, message=message, **values))
+    conn.execute(update(etl_runs).where(etl_runs.c.run_id == run_id).values(status=status, finished_at=finished, message=message, **values))
 
 
 def last_runs(engine: Engine, limit: int = 20) -> list[Row]:
     """The newest runs first."""
     with engine.connect() as conn:
-        return list(conn.execute(select(EtlRun).order_by(EtlRun.run_id.desc()).limit(limit)))
+        return list(conn.execute(select(etl_runs).order_by(etl_runs.c.run_id.desc()).limit(limit)))
 
 
 def get_run(engine: Engine, run_id: int) -> Row | None:
     """One ledger row, or None."""
     with engine.connect() as conn:
-        row = conn.execute(select(EtlRun).where(EtlRun.run_id == run_id)).first()
+        row = conn.execute(select(etl_runs).where(etl_runs.c.run_id == run_id)).first()
     return row

@@ -1,4 +1,4 @@
-"""The catalog: tables and columns with kind, size, use and the descriptions kept in the models."""
+"""The catalog: tables and columns with kind, size, use and the descriptions kept in the table definitions."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import AlertChannel, Settings
 from database.errors import describe
-from database.models import EtlRun
-from database.quality_models import Alert as AlertRow
+from database.models import etl_runs
+from database.quality_models import alerts as alerts_table
 from monitoring.anomaly import VOLUME, MetricStatus, detect
 from monitoring.channels import deliver, wants
 from monitoring.checks import threshold_setting
@@ -110,7 +110,7 @@ def _target_run(conn: Connection, run_id: int | None, results: list[dict]) -> in
         return run_id
     if results and results[0]["run_id"] is not None:
         return results[0]["run_id"]
-    return conn.execute(select(sqlalchemy.func.max(EtlRun.run_id))).scalar()
+    return conn.execute(select(sqlalchemy.func.max(etl_runs.c.run_id))).scalar()
 
 
 def candidates(conn: Connection, settings: Settings, run_id: int | None = None) -> list[Alert]:
@@ -138,7 +138,7 @@ def candidates(conn: Connection, settings: Settings, run_id: int | None = None) 
                 fingerprint("schema_drift", subject),
             )
         )
-    run = conn.execute(select(EtlRun).where(EtlRun.run_id == target)).first()
+    run = conn.execute(select(etl_runs).where(etl_runs.c.run_id == target)).first()
     if run is not None and run.status == "failed":
         message = f"run {target} ({run.job_name}) failed: {run.message or 'no message'}"
         alerts.append(Alert("run_failed", "critical", message, run.job_name, None, target, fingerprint("run_failed", run.job_name)))
@@ -146,13 +146,13 @@ def candidates(conn: Connection, settings: Settings, run_id: int | None = None) 
 
 
 def _recent_fingerprints(conn: Connection, since: datetime) -> set[str]:
-    return {f for (f,) in conn.execute(select(AlertRow.fingerprint).where(AlertRow.raised_at >= since))}
+    return {f for (f,) in conn.execute(select(alerts_table.c.fingerprint).where(alerts_table.c.raised_at >= since))}
 
 
 def _store(conn: Connection, alert: Alert) -> None:
     alert.raised_at = utcnow()
     values = {k: getattr(alert, k) for k in ("raised_at", "run_id", "rule", "severity", "message", "metric", "value", "fingerprint")}
-    alert.id = int(conn.execute(insert(AlertRow).values(**values).returning(AlertRow.id)).scalar_one())
+    alert.id = int(conn.execute(insert(alerts_table).values(**values).returning(alerts_table.c.id)).scalar_one())
 
 
 def send(alert: Alert, channels: list[AlertChannel], settings: Settings, down: dict[str, str] | None = None) -> None:
@@ -193,8 +193,8 @@ def run_alerts(engine: sqlalchemy.Engine, settings: Settings, run_id: int | None
         with engine.begin() as conn:
             for alert in fresh:
                 conn.execute(
-                    update(AlertRow)
-                    .where(AlertRow.id == alert.id)
+                    update(alerts_table)
+                    .where(alerts_table.c.id == alert.id)
                     .values(delivered=json.dumps(alert.delivered), delivery_errors=json.dumps(alert.errors) if alert.errors else None)
                 )
     except SQLAlchemyError as exc:
@@ -232,21 +232,21 @@ def row_dict(row) -> dict:
 
 def list_alerts(conn: Connection, since: datetime | None, limit: int) -> list[dict]:
     """Alerts newest first."""
-    query = select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
+    query = select(alerts_table).order_by(alerts_table.c.id.desc()).limit(limit)
     if since is not None:
-        query = query.where(AlertRow.raised_at >= since)
+        query = query.where(alerts_table.c.raised_at >= since)
     return [row_dict(r) for r in conn.execute(query)]
 
 
 def ack(conn: Connection, alert_id: int) -> tuple[dict, bool]:
     """Acknowledge an alert; returns it and whether it was newly acknowledged."""
-    row = conn.execute(select(AlertRow).where(AlertRow.id == alert_id)).first()
+    row = conn.execute(select(alerts_table).where(alerts_table.c.id == alert_id)).first()
     if row is None:
         raise PlatformError(f"alert {alert_id} not found; see python main.py alerts list")
     if row.acked_at is not None:
         return row_dict(row), False
-    conn.execute(update(AlertRow).where(AlertRow.id == alert_id).values(acked_at=utcnow()))
-    return row_dict(conn.execute(select(AlertRow).where(AlertRow.id == alert_id)).one()), True
+    conn.execute(update(alerts_table).where(alerts_table.c.id == alert_id).values(acked_at=utcnow()))
+    return row_dict(conn.execute(select(alerts_table).where(alerts_table.c.id == alert_id)).one()), True
 
 
 def find_channel(settings: Settings, name: str) -> AlertChannel:

@@ -17,7 +17,7 @@ import sqlalchemy
 from sqlalchemy import insert
 
 from config.settings import Settings
-from database.quality_models import QualityMetric, QualityResult
+from database.quality_models import quality_metrics, quality_results
 from monitoring.checks import DIMENSIONS, catalogue, select
 from monitoring.quality import count_checks, run_metrics, sample_offending
 
@@ -142,12 +142,12 @@ def record(conn: sqlalchemy.Connection, run_id: int | None, result: GateResult) 
         for r in result.results
     ]  # fmt: skip
     if rows:
-        conn.execute(insert(QualityResult), rows)
+        conn.execute(insert(quality_results), rows)
     if run_id is not None and result.metrics:
         metrics = [
             {"evaluation_id": evaluation_id, "run_id": run_id, "recorded_at": checked_at, "metric": k, "value": v}
             for k, v in result.metrics.items()
         ]
-        conn.execute(insert(QualityMetric), metrics)
+        conn.execute(insert(quality_metrics), metrics)
     result.evaluation_id = evaluation_id
     return evaluation_id

@@ -10,8 +10,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, func, select, text
 
-from database.models import EtlRun
-from database.quality_models import QualityMetric, QualityResult
+from database.models import etl_runs
+from database.quality_models import quality_metrics, quality_results
 from monitoring.checks import DIMENSIONS
 from utils.errors import PlatformError
 
@@ -57,16 +57,16 @@ def feed_of(job_name: str, source: str) -> str:
 
 def feed_runs(conn: Connection, run_id: int, limit: int) -> tuple[str | None, list[RunPoint]]:
     """The feed of run `run_id` and its last `limit` earlier successful load runs, oldest first."""
-    run = conn.execute(select(EtlRun.job_name, EtlRun.source).where(EtlRun.run_id == run_id)).first()
+    run = conn.execute(select(etl_runs.c.job_name, etl_runs.c.source).where(etl_runs.c.run_id == run_id)).first()
     if run is None:
         return None, []
     feed = feed_of(run.job_name, run.source)
     # Manual runs share one job name: read further back and keep those of the same pattern.
     scan = limit if run.job_name != MANUAL_JOB else limit * 20
     query = (
-        select(EtlRun)
-        .where(EtlRun.job_name == run.job_name, EtlRun.kind == "load", EtlRun.status == "success", EtlRun.run_id < run_id)
-        .order_by(EtlRun.run_id.desc())
+        select(etl_runs)
+        .where(etl_runs.c.job_name == run.job_name, etl_runs.c.kind == "load", etl_runs.c.status == "success", etl_runs.c.run_id < run_id)
+        .order_by(etl_runs.c.run_id.desc())
         .limit(scan)
     )
     same = [r for r in conn.execute(query) if feed_of(r.job_name, r.source) == feed][:limit]
@@ -83,15 +83,15 @@ def result_dict(row) -> dict:
 
 def latest_evaluation(conn: Connection, run_id: int | None = None) -> str | None:
     """The newest evaluation (of `run_id` when given, else of anything)."""
-    query = select(QualityResult.evaluation_id).order_by(QualityResult.id.desc()).limit(1)
+    query = select(quality_results.c.evaluation_id).order_by(quality_results.c.id.desc()).limit(1)
     if run_id is not None:
-        query = query.where(QualityResult.run_id == run_id)
+        query = query.where(quality_results.c.run_id == run_id)
     return conn.execute(query).scalar()
 
 
 def evaluation(conn: Connection, evaluation_id: str) -> list[dict]:
     """All results of one evaluation, in check order."""
-    rows = conn.execute(select(QualityResult).where(QualityResult.evaluation_id == evaluation_id).order_by(QualityResult.id))
+    rows = conn.execute(select(quality_results).where(quality_results.c.evaluation_id == evaluation_id).order_by(quality_results.c.id))
     return [result_dict(r) for r in rows]
 
 
@@ -106,25 +106,25 @@ def scores_of(results: list[dict]) -> dict[str, float]:
 
 
 def known_checks(conn: Connection) -> set[str]:
-    return {n for (n,) in conn.execute(select(QualityResult.check_name).distinct())}
+    return {n for (n,) in conn.execute(select(quality_results.c.check_name).distinct())}
 
 
 def history(conn: Connection, check: str | None, last: int) -> list[dict]:
     """Results of the last `last` evaluations (of one check when given), newest first."""
-    ids = select(QualityResult.evaluation_id, func.max(QualityResult.id).label("top")).group_by(QualityResult.evaluation_id)
+    ids = select(quality_results.c.evaluation_id, func.max(quality_results.c.id).label("top")).group_by(quality_results.c.evaluation_id)
     if check is not None:
-        ids = ids.where(QualityResult.check_name == check)
+        ids = ids.where(quality_results.c.check_name == check)
     newest = [e for e, _ in conn.execute(ids.order_by(text("top DESC")).limit(last))]
     if not newest:
         return []
-    query = select(QualityResult).where(QualityResult.evaluation_id.in_(newest)).order_by(QualityResult.id.desc())
+    query = select(quality_results).where(quality_results.c.evaluation_id.in_(newest)).order_by(quality_results.c.id.desc())
     if check is not None:
-        query = query.where(QualityResult.check_name == check)
+        query = query.where(quality_results.c.check_name == check)
     return [result_dict(r) for r in conn.execute(query)]
 
 
 def run_exists(conn: Connection, run_id: int) -> bool:
-    return conn.execute(select(EtlRun.run_id).where(EtlRun.run_id == run_id)).first() is not None
+    return conn.execute(select(etl_runs.c.run_id).where(etl_runs.c.run_id == run_id)).first() is not None
 
 
 def require_run(conn: Connection, run_id: int) -> None:
@@ -134,13 +134,13 @@ def require_run(conn: Connection, run_id: int) -> None:
 
 def recent_runs(conn: Connection, upto: int | None, limit: int) -> list[RunPoint]:
     """The last `limit` load runs up to `upto` (oldest first) that read rows or were checked."""
-    ledger = select(EtlRun).where(EtlRun.status.in_(("success", "failed")), EtlRun.kind == "load")
-    checked = select(QualityResult.run_id).where(QualityResult.run_id.is_not(None)).distinct()
+    ledger = select(etl_runs).where(etl_runs.c.status.in_(("success", "failed")), etl_runs.c.kind == "load")
+    checked = select(quality_results.c.run_id).where(quality_results.c.run_id.is_not(None)).distinct()
     if upto is not None:
-        ledger = ledger.where(EtlRun.run_id <= upto)
-        checked = checked.where(QualityResult.run_id <= upto)
-    runs = {r.run_id: r for r in conn.execute(ledger.order_by(EtlRun.run_id.desc()).limit(limit))}
-    ids = sorted(set(runs) | {r for (r,) in conn.execute(checked.order_by(QualityResult.run_id.desc()).limit(limit))})[-limit:]
+        ledger = ledger.where(etl_runs.c.run_id <= upto)
+        checked = checked.where(quality_results.c.run_id <= upto)
+    runs = {r.run_id: r for r in conn.execute(ledger.order_by(etl_runs.c.run_id.desc()).limit(limit))}
+    ids = sorted(set(runs) | {r for (r,) in conn.execute(checked.order_by(quality_results.c.run_id.desc()).limit(limit))})[-limit:]
     points = {i: _point(i, runs.get(i)) for i in ids}
     _attach_results(conn, points)
     _attach_metrics(conn, points)
@@ -178,9 +178,9 @@ def _attach_metrics(conn: Connection, points: dict[int, RunPoint]) -> None:
     if not points:
         return
     rows = conn.execute(
-        select(QualityMetric.run_id, QualityMetric.metric, QualityMetric.value)
-        .where(QualityMetric.run_id.in_(list(points)))
-        .order_by(QualityMetric.id)
+        select(quality_metrics.c.run_id, quality_metrics.c.metric, quality_metrics.c.value)
+        .where(quality_metrics.c.run_id.in_(list(points)))
+        .order_by(quality_metrics.c.id)
     )
     for run_id, metric, value in rows:
         points[run_id].metrics[metric] = value
@@ -243,9 +243,11 @@ def profile_changes(conn: Connection, run_id: int, job_name: str, source: str, p
     feed = feed_of(job_name, source)
     changes = ProfileChanges(feed)
     earlier = conn.execute(
-        select(EtlRun.run_id, EtlRun.job_name, EtlRun.source, EtlRun.source_profile)
-        .where(EtlRun.run_id < run_id, EtlRun.status == "success", EtlRun.kind == "load", EtlRun.source_profile.is_not(None))
-        .order_by(EtlRun.run_id.desc())
+        select(etl_runs.c.run_id, etl_runs.c.job_name, etl_runs.c.source, etl_runs.c.source_profile)
+        .where(
+            etl_runs.c.run_id < run_id, etl_runs.c.status == "success", etl_runs.c.kind == "load", etl_runs.c.source_profile.is_not(None)
+        )
+        .order_by(etl_runs.c.run_id.desc())
     )
     seen: dict[str, set[str]] = {}
     for row in earlier:
@@ -267,7 +269,7 @@ def profile_changes(conn: Connection, run_id: int, job_name: str, source: str, p
 
 def run_profile_changes(conn: Connection, run_id: int) -> ProfileChanges | None:
     """ProfileChanges of a recorded run (None when it recorded no profile)."""
-    run = conn.execute(select(EtlRun.job_name, EtlRun.source, EtlRun.source_profile).where(EtlRun.run_id == run_id)).first()
+    run = conn.execute(select(etl_runs.c.job_name, etl_runs.c.source, etl_runs.c.source_profile).where(etl_runs.c.run_id == run_id)).first()
     if run is None or not run.source_profile:
         return None
     return profile_changes(conn, run_id, run.job_name, run.source, json.loads(run.source_profile))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, func, select
 
-from database.models import Quarantine
+from database.models import etl_quarantine
 from monitoring.history import require_run
 from utils.errors import PlatformError
 from utils.files import private_open
@@ -29,11 +29,11 @@ def check_reason(reason: str) -> None:
 def _filtered(query, conn: Connection, run_id: int | None, reason: str | None):
     if run_id is not None:
         require_run(conn, run_id)
-        query = query.where(Quarantine.run_id == run_id)
+        query = query.where(etl_quarantine.c.run_id == run_id)
     if reason is not None:
         check_reason(reason)
         pattern = "%;" + reason.replace("_", "\\_") + ";%"
-        query = query.where((";" + Quarantine.reasons + ";").like(pattern, escape="\\"))
+        query = query.where((";" + etl_quarantine.c.reasons + ";").like(pattern, escape="\\"))
     return query
 
 
@@ -45,13 +45,13 @@ def _row(row) -> dict:
 
 def list_rows(conn: Connection, run_id: int | None, reason: str | None, limit: int) -> tuple[list[dict], int]:
     """The first `limit` matching rows (by id) and how many match in all."""
-    rows = conn.execute(_filtered(select(Quarantine), conn, run_id, reason).order_by(Quarantine.quarantine_id).limit(limit))
-    total = conn.execute(_filtered(select(func.count()).select_from(Quarantine), conn, run_id, reason)).scalar_one()
+    rows = conn.execute(_filtered(select(etl_quarantine), conn, run_id, reason).order_by(etl_quarantine.c.quarantine_id).limit(limit))
+    total = conn.execute(_filtered(select(func.count()).select_from(etl_quarantine), conn, run_id, reason)).scalar_one()
     return [_row(r) for r in rows], int(total)
 
 
 def show(conn: Connection, quarantine_id: int) -> dict:
-    row = conn.execute(select(Quarantine).where(Quarantine.quarantine_id == quarantine_id)).first()
+    row = conn.execute(select(etl_quarantine).where(etl_quarantine.c.quarantine_id == quarantine_id)).first()
     if row is None:
         raise PlatformError(f"quarantine row {quarantine_id} not found; see python main.py quarantine list")
     return _row(row)
@@ -65,7 +65,7 @@ def export(conn: Connection, path: Path, fmt: str, run_id: int | None = None, re
     """Write the matching rows to `path` as CSV (header + rows) or a JSON array; returns the row count."""
     if fmt not in EXPORT_FORMATS:
         raise PlatformError(f"unknown export format '{fmt}'; choose from {', '.join(EXPORT_FORMATS)}")
-    query = _filtered(select(*(getattr(Quarantine, c) for c in COLUMNS)), conn, run_id, reason).order_by(Quarantine.quarantine_id)
+    query = _filtered(select(*(etl_quarantine.c[c] for c in COLUMNS)), conn, run_id, reason).order_by(etl_quarantine.c.quarantine_id)
     rows = conn.execution_options(stream_results=True, yield_per=5000).execute(query)
     count = 0
     try:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, insert, select, update
 
-from database.scheduler_models import JobRun
+from database.scheduler_models import job_runs
 from etl.ledger import utcnow
 
 INTERRUPTED = "interrupted: the scheduler stopped (killed, or lost the database) before this run was recorded as finished"
@@ -20,7 +20,7 @@ def open_run(engine: Engine, job_name: str, kind: str, trigger: str, attempt: in
     started = utcnow()
     with engine.begin() as conn:
         result = conn.execute(
-            insert(JobRun).values(
+            insert(job_runs).values(
                 job_name=job_name, kind=kind, trigger=trigger, status=status, attempt=attempt, started_at=started,
                 files_loaded=0, pid=os.getpid(), host=socket.gethostname(),
             )
@@ -35,8 +35,8 @@ def close_run(
     ids = ",".join(str(i) for i in etl_run_ids) or None
     with engine.begin() as conn:
         conn.execute(
-            update(JobRun)
-            .where(JobRun.job_run_id == job_run_id)
+            update(job_runs)
+            .where(job_runs.c.job_run_id == job_run_id)
             .values(status=status, finished_at=utcnow(), message=(message or "")[:4000] or None, etl_run_ids=ids, files_loaded=files_loaded)
         )
 
@@ -52,8 +52,8 @@ def close_stale(engine: Engine, job_name: str) -> int:
     """Mark the job's rows left 'running' as failed; returns how many. Call only while holding the job's lock."""
     with engine.begin() as conn:
         result = conn.execute(
-            update(JobRun)
-            .where(JobRun.job_name == job_name, JobRun.status == "running")
+            update(job_runs)
+            .where(job_runs.c.job_name == job_name, job_runs.c.status == "running")
             .values(status="failed", finished_at=utcnow(), message=INTERRUPTED)
         )
         return result.rowcount
@@ -61,10 +61,10 @@ def close_stale(engine: Engine, job_name: str) -> int:
 
 def list_runs(engine: Engine, job_name: str | None = None, limit: int = 50, status: str | None = None) -> list[dict]:
     """The newest history rows first, as dicts."""
-    query = select(JobRun).order_by(JobRun.job_run_id.desc()).limit(limit)
+    query = select(job_runs).order_by(job_runs.c.job_run_id.desc()).limit(limit)
     if job_name:
-        query = query.where(JobRun.job_name == job_name)
+        query = query.where(job_runs.c.job_name == job_name)
     if status:
-        query = query.where(JobRun.status == status)
+        query = query.where(job_runs.c.status == status)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]

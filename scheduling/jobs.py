@@ -14,7 +14,7 @@ import schedule
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from database.scheduler_models import ScheduledJob
+from database.scheduler_models import scheduled_jobs
 from database.schema import missing_tables, upgrade_schema
 from etl.ledger import utcnow
 from scheduling.definitions import JobDef
@@ -75,11 +75,11 @@ def add_job(engine: Engine, job: JobDef, replace: bool = False) -> bool:
     values = {f.name: getattr(job, f.name) for f in fields(JobDef)}
     values |= {"updated_at": now, "next_run_at": to_utc(next_run_local(job)) if job.enabled else None}
     with engine.begin() as conn:
-        if replace and conn.execute(update(ScheduledJob).where(ScheduledJob.name == job.name).values(**values)).rowcount:
+        if replace and conn.execute(update(scheduled_jobs).where(scheduled_jobs.c.name == job.name).values(**values)).rowcount:
             return True
     try:
         with engine.begin() as conn:
-            conn.execute(insert(ScheduledJob).values(created_at=now, **values))
+            conn.execute(insert(scheduled_jobs).values(created_at=now, **values))
     except IntegrityError:
         raise PlatformError(
             f"a job named '{job.name}' already exists; choose another --name, add --replace, or remove it first (schedule remove {job.name})"
@@ -97,7 +97,7 @@ def _missing(engine: Engine, name: str) -> PlatformError:
 def get_job(engine: Engine, name: str):
     """One job's row, or a PlatformError naming the closest job."""
     with engine.connect() as conn:
-        row = conn.execute(select(ScheduledJob).where(ScheduledJob.name == name)).first()
+        row = conn.execute(select(scheduled_jobs).where(scheduled_jobs.c.name == name)).first()
     if row is None:
         raise _missing(engine, name)
     return row
@@ -110,7 +110,7 @@ def get_definition(engine: Engine, name: str) -> JobDef:
 def list_jobs(engine: Engine) -> list:
     """Every job row, by name."""
     with engine.connect() as conn:
-        return list(conn.execute(select(ScheduledJob).order_by(ScheduledJob.name)))
+        return list(conn.execute(select(scheduled_jobs).order_by(scheduled_jobs.c.name)))
 
 
 def definitions(engine: Engine) -> dict[str, JobDef]:
@@ -120,7 +120,7 @@ def definitions(engine: Engine) -> dict[str, JobDef]:
 
 def remove_job(engine: Engine, name: str) -> None:
     with engine.begin() as conn:
-        if conn.execute(delete(ScheduledJob).where(ScheduledJob.name == name)).rowcount == 0:
+        if conn.execute(delete(scheduled_jobs).where(scheduled_jobs.c.name == name)).rowcount == 0:
             raise _missing(engine, name)
 
 
@@ -130,7 +130,7 @@ def set_enabled(engine: Engine, name: str, enabled: bool) -> JobDef:
     next_run = to_utc(next_run_local(job)) if enabled else None
     with engine.begin() as conn:
         conn.execute(
-            update(ScheduledJob).where(ScheduledJob.name == name).values(enabled=enabled, updated_at=utcnow(), next_run_at=next_run)
+            update(scheduled_jobs).where(scheduled_jobs.c.name == name).values(enabled=enabled, updated_at=utcnow(), next_run_at=next_run)
         )
     return get_definition(engine, name)
 
@@ -139,12 +139,12 @@ def record_next_run(engine: Engine, name: str, next_run_local_time: datetime | N
     """Persist when the daemon will run the job next (a past value later means: missed)."""
     value = to_utc(next_run_local_time) if next_run_local_time else None
     with engine.begin() as conn:
-        conn.execute(update(ScheduledJob).where(ScheduledJob.name == name).values(next_run_at=value))
+        conn.execute(update(scheduled_jobs).where(scheduled_jobs.c.name == name).values(next_run_at=value))
 
 
 def record_last_run(engine: Engine, name: str, started: datetime, status: str) -> None:
     with engine.begin() as conn:
-        conn.execute(update(ScheduledJob).where(ScheduledJob.name == name).values(last_run_at=started, last_status=status))
+        conn.execute(update(scheduled_jobs).where(scheduled_jobs.c.name == name).values(last_run_at=started, last_status=status))
 
 
 def missed_jobs(engine: Engine, now_utc: datetime | None = None) -> list[tuple[JobDef, datetime]]:
@@ -153,8 +153,8 @@ def missed_jobs(engine: Engine, now_utc: datetime | None = None) -> list[tuple[J
     with engine.connect() as conn:
         rows = list(
             conn.execute(
-                select(ScheduledJob).where(
-                    ScheduledJob.enabled.is_(True), ScheduledJob.next_run_at.is_not(None), ScheduledJob.next_run_at < now_utc
+                select(scheduled_jobs).where(
+                    scheduled_jobs.c.enabled.is_(True), scheduled_jobs.c.next_run_at.is_not(None), scheduled_jobs.c.next_run_at < now_utc
                 )
             )
         )

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from config.settings import Settings, load_settings, parse_settings
 from database.engine import make_engine
-from database.models import TIMESTAMP, DimCustomer
+from database.models import TIMESTAMP, dim_customers
 from monitoring.checks import catalogue
 from monitoring.gate import GateResult, evaluate, record
 from tests.conftest import PG_URL, Cli, write_csv
@@ -165,9 +165,9 @@ def _duplicate_line(conn: Connection) -> None:
 
 
 def _overlapping_version(conn: Connection) -> None:
-    effective = conn.execute(select(DimCustomer.effective_date).where(DimCustomer.customer_id == "13047")).scalar_one()
+    effective = conn.execute(select(dim_customers.c.effective_date).where(dim_customers.c.customer_id == "13047")).scalar_one()
     conn.execute(
-        insert(DimCustomer).values(
+        insert(dim_customers).values(
             customer_id="13047", country="France", effective_date=effective - timedelta(days=1),
             expiry_date=effective + timedelta(days=1), is_current=False,
         )
@@ -423,9 +423,9 @@ def test_sqlite_customer_versions_relation_gives_the_rows_of_lead(clean: Warehou
 
     def more_versions(conn: Connection) -> None:
         _overlapping_version(conn)
-        effective = conn.execute(select(DimCustomer.effective_date).where(DimCustomer.customer_id == "13047")).scalars().all()
+        effective = conn.execute(select(dim_customers.c.effective_date).where(dim_customers.c.customer_id == "13047")).scalars().all()
         conn.execute(
-            insert(DimCustomer).values(
+            insert(dim_customers).values(
                 customer_id="13047", country="Spain", effective_date=max(effective) + timedelta(days=3), expiry_date=None, is_current=False
             )
         )
