@@ -6,14 +6,9 @@ instead of raising: a broken channel is logged, never fatal to the caller (the E
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
-import smtplib
 import time
-import urllib.error
-import urllib.request
-from email.message import EmailMessage
 
 from config.settings import AlertChannel, Settings
 from utils.errors import PlatformError
@@ -23,7 +18,6 @@ log = logging.getLogger("monitoring.alerts")
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 RETRY_BACKOFF_S = 0.5  # first retry delay; doubles on each retry
 _LOG_LEVEL = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
-_NETWORK_ERRORS = (OSError, smtplib.SMTPException, http.client.HTTPException)
 
 
 class ChannelError(PlatformError):
@@ -52,7 +46,12 @@ def _file(channel: AlertChannel, payload: dict, settings: Settings) -> None:
         fh.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
 
 
+# The network senders import their modules when they send: a run whose alerts go to the log
+# (the default) does not load the HTTP and mail stacks.
 def _webhook(channel: AlertChannel, payload: dict, settings: Settings) -> None:
+    import urllib.error
+    import urllib.request
+
     if not channel.url:
         raise ChannelConfigError(f"channel '{channel.name}': a webhook channel needs 'url'")
     body = json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
@@ -65,6 +64,9 @@ def _webhook(channel: AlertChannel, payload: dict, settings: Settings) -> None:
 
 
 def _email(channel: AlertChannel, payload: dict, settings: Settings) -> None:
+    import smtplib
+    from email.message import EmailMessage
+
     if not (channel.smtp_host and channel.sender and channel.recipients):
         raise ChannelConfigError(f"channel '{channel.name}': an email channel needs smtp_host, sender and recipients")
     message = EmailMessage()
@@ -79,6 +81,13 @@ def _email(channel: AlertChannel, payload: dict, settings: Settings) -> None:
 SENDERS = {"log": _log, "file": _file, "webhook": _webhook, "email": _email}
 
 
+def _network_errors() -> tuple[type[Exception], ...]:
+    import http.client
+    import smtplib
+
+    return (OSError, smtplib.SMTPException, http.client.HTTPException)
+
+
 def deliver(channel: AlertChannel, payload: dict, settings: Settings) -> str | None:
     """Send one alert on one channel, retrying up to alerts.max_retries times with backoff.
     Returns None when it was accepted, else the last error (logged, never raised)."""
@@ -91,7 +100,7 @@ def deliver(channel: AlertChannel, payload: dict, settings: Settings) -> str | N
         except (ChannelConfigError, ValueError) as exc:  # misconfigured (missing setting, malformed URL): retrying cannot help
             error = f"{type(exc).__name__}: {exc}" if isinstance(exc, ValueError) else str(exc)
             break
-        except (ChannelError, *_NETWORK_ERRORS) as exc:
+        except (ChannelError, *_network_errors()) as exc:  # evaluated only when something was raised
             error = str(exc) if isinstance(exc, ChannelError) else f"{type(exc).__name__}: {exc}"
         if attempt < retries:
             log.warning("alert channel '%s' failed (%s); retry %d of %d", channel.name, error, attempt + 1, retries)

@@ -4,12 +4,21 @@ back to the operating system between chunks."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 import pyarrow as pa
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+def _c_library() -> ctypes.CDLL | None:
+    """The process's own symbols, the C library's among them (malloc_trim where it is glibc).
+    Not ctypes.util.find_library("c"): on Linux it runs `ldconfig -p` in a subprocess."""
+    try:
+        return ctypes.CDLL(None)
+    except (OSError, TypeError):  # a platform without dlopen(NULL)
+        return None
+
+
+_LIBC = _c_library()
 
 
 def use_system_allocator() -> None:
