@@ -34,14 +34,17 @@ class Store:
 
     @classmethod
     def of(cls, environ: dict[str, str]) -> Store | None:
-        """The store `environ` chooses, or None when RDP_SETTINGS_CACHE is off."""
+        """The store `environ` chooses, or None when RDP_SETTINGS_CACHE is off or there is no home folder."""
         chosen = environ.get(ENV_VAR, "")
         if chosen.lower() == "off":
             return None
         if chosen:
             return cls(Path(chosen))
-        base = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-        return cls(base / "retail-data-platform" / "settings")
+        if environ.get("XDG_CACHE_HOME"):
+            return cls(Path(environ["XDG_CACHE_HOME"]) / "retail-data-platform" / "settings")
+        if environ.get("HOME"):
+            return cls(Path(environ["HOME"]) / ".cache" / "retail-data-platform" / "settings")
+        return None  # no home to keep them in (a bare cron or service environment): validate every time
 
     def key(self, code: tuple[Path, ...], files: list[Path], env: dict[str, str], overrides: dict[str, Any] | None) -> str | None:
         """The digest of the inputs, or None when a file cannot be read (the loader reports it)."""

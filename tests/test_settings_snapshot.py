@@ -107,6 +107,15 @@ def test_off_validates_every_time_and_writes_nothing(layers, tmp_path):
     assert not (tmp_path / "snapshots").exists()
 
 
+def test_without_a_home_folder_every_load_validates(layers):
+    config, environ = layers
+    bare = {k: v for k, v in environ.items() if k != "RDP_SETTINGS_CACHE"}
+    assert snapshot.Store.of(bare) is None
+    assert _load(config, bare).etl.chunk_size == 2000
+    assert snapshot.Store.of({"HOME": "/h"}).folder == Path("/h/.cache/retail-data-platform/settings")
+    assert snapshot.Store.of({"HOME": "/h", "XDG_CACHE_HOME": "/c"}).folder == Path("/c/retail-data-platform/settings")
+
+
 def test_a_folder_others_can_write_to_is_not_read(layers, monkeypatch):
     config, environ = layers
     _load(config, environ)
