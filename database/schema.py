@@ -61,15 +61,17 @@ def ensure_schema(engine: Engine, warehouse: WarehouseSettings | None = None) ->
     existing = _existing(engine)
     if _missing_tables(existing):
         setup_schema(engine, warehouse)
-    elif _missing_columns(existing):
-        with engine.begin() as conn:
-            _add_missing_columns(conn)
+    else:
+        _upgrade(engine, existing)
 
 
 def upgrade_schema(engine: Engine) -> None:
     """A warehouse made by an older version gains the nullable columns of `missing_columns` (their
     rows keep NULL, which every reader accepts). Creates no table: for commands that only read."""
-    existing = _existing(engine)
+    _upgrade(engine, _existing(engine))
+
+
+def _upgrade(engine: Engine, existing: dict[str, set[str]]) -> None:
     if _missing_columns(existing):
         with engine.begin() as conn:
             _add_missing_columns(conn)

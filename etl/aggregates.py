@@ -141,34 +141,15 @@ class RunAggregates:
         """agg_monthly_sales, agg_customer_totals and agg_product_totals rows of this run's facts
         alone: what the run adds to those tables when all its facts are on dates the warehouse
         had no facts on before (the caller knows when), in each table's columns."""
-        monthly = self._monthly if self._monthly is not None else pd.DataFrame(columns=MONTH_PRODUCT_KEY)
-        frames = {
-            "agg_monthly_sales": self._sales,
-            "agg_customer_totals": self._customer_totals,
-            "agg_product_totals": monthly.drop(columns="month_key").groupby("product_key", as_index=False).sum(),
-        }
-        out = {}
-        for table, frame in frames.items():
-            columns = list(COLUMNS[table])
-            if frame is None or frame.empty:
-                out[table] = pd.DataFrame(columns=columns)
-                continue
-            rows = frame.copy()
-            for col in ("revenue", "return_revenue"):
-                rows[col] = rows[col] / 1000
-            out[table] = rows[columns].reset_index(drop=True)
-        return out
+        products = None if self._monthly is None else self._monthly.drop(columns="month_key").groupby("product_key", as_index=False).sum()
+        frames = {"agg_monthly_sales": self._sales, "agg_customer_totals": self._customer_totals, "agg_product_totals": products}
+        return {table: _table_rows(table, frame) for table, frame in frames.items()}
 
     def monthly_products(self, months: Iterable[int]) -> pd.DataFrame:
         """agg_monthly_product rows of `months` from this run's facts alone: the whole rows of a
         month in which the warehouse had no facts before the run (the caller knows which)."""
-        columns = list(COLUMNS["agg_monthly_product"])
-        if self._monthly is None:
-            return pd.DataFrame(columns=columns)
-        rows = self._monthly[self._monthly["month_key"].isin([int(m) for m in months])].copy()
-        for col in ("revenue", "return_revenue"):
-            rows[col] = rows[col] / 1000
-        return rows[columns].reset_index(drop=True)
+        chosen = None if self._monthly is None else self._monthly[self._monthly["month_key"].isin([int(m) for m in months])]
+        return _table_rows("agg_monthly_product", chosen)
 
     def _new_invoice_counts(self, invoices: pd.DataFrame) -> pd.DataFrame:
         """Per (date, customer version): invoices, orders (with a sale line) and return invoices
@@ -186,3 +167,14 @@ class RunAggregates:
             new[member] = self._counted.occurrences(keys, dates[member]) == 1
             counts[column] = new
         return counts.groupby(CUSTOMER_KEY, as_index=False).sum()
+
+
+def _table_rows(table: str, sums: pd.DataFrame | None) -> pd.DataFrame:
+    """Sums folded in thousandths as rows of `table`: its columns, revenues in currency units."""
+    columns = list(COLUMNS[table])
+    if sums is None or sums.empty:
+        return pd.DataFrame(columns=columns)
+    rows = sums.copy()
+    for col in ("revenue", "return_revenue"):
+        rows[col] = rows[col] / 1000
+    return rows[columns].reset_index(drop=True)

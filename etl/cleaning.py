@@ -82,7 +82,7 @@ class Prepared:
     hashes: np.ndarray
     source_rows: np.ndarray
     invoices: np.ndarray
-    fact_dates: np.ndarray | None = None  # every row's `fact_date_keys`
+    fact_dates: np.ndarray  # every row's `fact_date_keys`
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -272,8 +272,7 @@ class Cleaner:
             accepted["line_id"] = line_id[ok]  # a repeat keeps its own identity
         bad = flags.any(axis=1)
         rejected = _rejected(prepared.raw[bad], np.array(codes), flags[bad], line_id[bad], prepared.source_rows[bad])
-        if prepared.fact_dates is not None:
-            rejected["date_key"] = prepared.fact_dates[bad]
+        rejected["date_key"] = prepared.fact_dates[bad]
         return CleanResult(accepted, rejected)
 
 

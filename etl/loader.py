@@ -264,10 +264,8 @@ class WarehouseLoader:
         if not wanted or not self._versions_held:
             return
         self._customers_read |= wanted
-        sql = text(f"SELECT {', '.join(VERSION_COLUMNS)} FROM dim_customers WHERE customer_id IN :ids ORDER BY customer_key")
-        sql = sql.bindparams(bindparam("ids", expanding=True))
-        listed = sorted(wanted)
-        rows = [r for start in range(0, len(listed), 5_000) for r in self.conn.execute(sql, {"ids": listed[start : start + 5_000]})]
+        sql = f"SELECT {', '.join(VERSION_COLUMNS)} FROM dim_customers WHERE customer_id IN :ids ORDER BY customer_key"
+        rows = _select_in(self.conn, sql, sorted(wanted))
         if not rows:
             return
         versions = pd.DataFrame([tuple(r) for r in rows], columns=VERSION_COLUMNS)
@@ -413,14 +411,8 @@ class WarehouseLoader:
         if not self.quarantine_held or not len(ids):
             return np.zeros(len(ids), dtype=bool)
         if self._quarantine_ids is None and PROBE_RATIO * len(ids) < self.quarantine_held:
-            sql = text("SELECT line_id FROM etl_quarantine WHERE line_id IN :ids AND run_id <> :run")
-            sql = sql.bindparams(bindparam("ids", expanding=True))
-            unique = np.unique(ids).tolist()
-            found = [
-                k
-                for start in range(0, len(unique), 5_000)
-                for (k,) in self.conn.execute(sql, {"ids": unique[start : start + 5_000], "run": self.run_id})
-            ]
+            sql = "SELECT line_id FROM etl_quarantine WHERE line_id IN :ids AND run_id <> :run"
+            found = [k for (k,) in _select_in(self.conn, sql, np.unique(ids).tolist(), run=self.run_id)]
             return np.isin(ids, np.array(found, dtype=np.int64))
         if self._quarantine_ids is None:
             rows = self.conn.execute(text("SELECT line_id FROM etl_quarantine WHERE run_id <> :run"), {"run": self.run_id})
@@ -435,19 +427,21 @@ class WarehouseLoader:
         known = self._in_quarantine(ids)
         if self.facts_empty or known.all():
             return known
-        if "date_key" not in rejected.columns:  # rows that did not come from the cleaner
-            unknown = ids[~known].tolist()
-            sql = text("SELECT line_id FROM fact_sales WHERE line_id IN :ids").bindparams(bindparam("ids", expanding=True))
-            found = [
-                k for start in range(0, len(unknown), 5_000) for (k,) in self.conn.execute(sql, {"ids": unknown[start : start + 5_000]})
-            ]
-            return known | np.isin(ids, np.array(found, dtype=np.int64))
+        # Malformed lines, put beside the cleaner's rejected rows, have none: their identity is
+        # their raw text, which no fact's is.
         probe = ~known & (rejected["date_key"].fillna(-1).to_numpy(dtype=np.int64) >= 0)
         if not probe.any():
             return known
         sql, params = self._stage_line_keys(rejected.loc[probe, ["date_key", "line_id"]].astype(np.int64))
         existing = np.fromiter((k for (k,) in self.conn.execute(text(sql), params)), dtype=np.int64)
         return known | (probe & np.isin(ids, existing))
+
+
+def _select_in(conn: Connection, sql: str, values: list, batch: int = 5_000, **params: object) -> list:
+    """The rows of `sql`, whose `IN :ids` takes `values`, asked `batch` values at a time (one
+    bound parameter each: drivers and servers cap how many a statement may carry)."""
+    query = text(sql).bindparams(bindparam("ids", expanding=True))
+    return [row for start in range(0, len(values), batch) for row in conn.execute(query, {"ids": values[start : start + batch], **params})]
 
 
 def _run_writes(conn: Connection, writes: list[Write]) -> dict[str, float]:

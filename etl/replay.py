@@ -131,7 +131,7 @@ def _replay_rows(conn: Connection, settings: Settings, run: int | None, reason: 
     _move_out_of_quarantine(conn, rows[passing], result.run_id)
     with closing(WarehouseLoader(conn, result.run_id)) as loader:
         loader.prepare()
-        loader.load(accepted, pd.DataFrame(columns=["run_id", "line_id", "source_row", "reasons", *_RAW, "raw_line"]))
+        loader.load(accepted, pd.DataFrame(columns=["run_id", "line_id", "source_row", "reasons", *_RAW, "raw_line", "date_key"]))
         counts = loader.finalize()
     result.loaded, result.already_loaded = counts.facts_loaded, counts.facts_already_loaded
     staying = rows[~passing]

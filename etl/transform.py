@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from etl.aggregates import RunAggregates
 from etl.cleaning import PRICE_SCALE
@@ -383,9 +381,7 @@ def versions_of(versions: pd.DataFrame, customer_ids: pd.Series) -> pd.DataFrame
     customer, so they need not go through every version the warehouse holds."""
     if versions.empty:
         return versions
-    held = pa.array(versions["customer_id"], from_pandas=True)
-    wanted = pa.array(pd.unique(customer_ids.dropna()), type=pa.string()).cast(held.type)
-    return versions[pc.is_in(held, value_set=wanted).to_numpy(zero_copy_only=False)]
+    return versions[is_in(versions["customer_id"], set(customer_ids.dropna().tolist()))]
 
 
 def latest_products(rows: pd.DataFrame) -> pd.DataFrame:
